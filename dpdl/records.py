@@ -1,0 +1,91 @@
+"""Run records: one JSON file per run, written atomically, read back by the study and the book.
+
+Schema of ``run.json`` (keys every consumer may rely on)::
+
+    {
+      "schema": 1,
+      "status": "ok" | "failed",
+      "error": str | null,                  # one sentence when failed
+      "run_id": str,                        # stable id of the run inside a study
+      "profile": "paper" | "cpu" | "smoke",
+      "config": {...},                      # every parameter of dpdl.train.RunConfig
+      "dataset": str, "setting": "general" | "hard", "known_class": str | null,
+      "anomalies": int, "seed": int, "backbone": str,
+      "variant": str,                       # "full", "no_dpl", "no_dfl", "heads=a,r", "C=16", ...
+      "metrics": {"auc": float, "ap": float},
+      "split": {"fingerprint": str, "train_normal": int, "train_anomaly": int,
+                "test_normal": int, "test_anomaly": int, "test_anomaly_classes": [str]},
+      "timings": {"total_s": float, "features_s": float, "train_s": float, "test_s": float, ...},
+      "code_version": str,                  # git commit (+ "-dirty")
+      "date": str,                          # ISO 8601, UTC
+      "host": {"device": str, "torch": str, "cpu_count": int}
+    }
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from .paths import REPO_ROOT
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON (NaN is refused: a record must be valid JSON)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def code_version() -> str:
+    """The git commit of the code that runs, with ``-dirty`` when the work tree has changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        from . import __version__
+        return f"dpdl-{__version__}"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def iter_records(root: str | os.PathLike) -> Iterator[dict]:
+    """Every ``run.json`` below ``root`` (sorted by path), each with ``_path`` added."""
+    root = Path(root)
+    if not root.exists():
+        return
+    for p in sorted(root.rglob("run.json")):
+        rec = read_record(p)
+        rec["_path"] = str(p)
+        yield rec

@@ -1,10 +1,11 @@
 """Fidelity profiles: ``paper`` (the paper's settings, for a GPU), ``cpu`` (a 2-core laptop), ``smoke`` (tests).
 
-Every run record stores its profile's name and fields; the book labels every number with it.
+Every run record stores its profile's name and fields (``profile_settings``) and the list of the ways the profile
+departs from the paper (``deviations``); the book labels every number with it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -21,23 +22,58 @@ class Profile:
     batch_size: int             # paper: 48, two thirds normal
     lr: float = 2e-4            # AdamW (paper)
     weight_decay: float = 1e-5  # AdamW (paper)
-    adapter_dim: int = 0        # >0: a trainable 1x1-conv adapter on top of a frozen backbone
+    adapter_dim: int = 0        # >0: a trainable 1x1 conv -> BN -> ReLU adapter on top of the backbone
     pseudo_per_image: int = 1   # cached CutMix variants per normal image (feature-cache profiles)
+    feature_layers: str = "last"  # backbone taps: "last", "mid", "low", joined by "+" (see dpdl.backbones)
+    pseudo_share: float = 0.5   # share of the anomaly third of a batch given to pseudo anomalies
+    grad_clip: float = 0.0      # >0: clip the gradient norm (not in the paper)
+    num_workers: int = 0        # image-loading workers (image mode only)
     device: str = "auto"        # "auto" = CUDA when present
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def deviations(self) -> list[str]:
+        """Plain-language list of where this profile departs from the paper's Sec. 5.3 (and DRA's protocol)."""
+        out: list[str] = []
+        if self.image_size != 448:
+            out.append(f"input {self.image_size}x{self.image_size} instead of 448x448")
+        if self.backbone != "resnet18":
+            out.append(f"default backbone {self.backbone} (ImageNet) instead of ResNet-18")
+        if not self.finetune_backbone:
+            out.append("backbone frozen (ImageNet weights), not fine-tuned end to end")
+        if self.feature_cache:
+            out.append("backbone features extracted once per image and cached on disk")
+            out.append(f"pseudo anomalies: {self.pseudo_per_image} fixed CutMix (CutPaste-like) variant(s) per "
+                       "training normal image, made once with a fixed generator and cached, "
+                       "instead of fresh ones every batch")
+        if self.adapter_dim:
+            out.append(f"a trainable 1x1 conv adapter ({self.adapter_dim} channels, BN, ReLU) on the backbone maps")
+        if self.feature_layers != "last":
+            out.append(f"feature map from backbone taps {self.feature_layers!r} (resized to one map, concatenated)")
+        if (self.epochs, self.iters_per_epoch) != (50, 20):
+            out.append(f"{self.epochs} epochs x {self.iters_per_epoch} iterations instead of 50 x 20")
+        if self.batch_size != 48:
+            out.append(f"batch {self.batch_size} instead of 48")
+        if self.lr != 2e-4:
+            out.append(f"AdamW lr {self.lr:g} instead of 2e-4")
+        if self.weight_decay != 1e-5:
+            out.append(f"AdamW weight decay {self.weight_decay:g} instead of 1e-5")
+        if self.grad_clip:
+            out.append(f"gradient-norm clipping at {self.grad_clip:g}")
+        return out
+
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(name="paper", image_size=448, backbone="resnet18", finetune_backbone=True,
-                     feature_cache=False, epochs=50, iters_per_epoch=20, batch_size=48),
+                     feature_cache=False, epochs=50, iters_per_epoch=20, batch_size=48,
+                     feature_layers="last", num_workers=4),
     "cpu": Profile(name="cpu", image_size=224, backbone="mobilenet_v2", finetune_backbone=False,
                    feature_cache=True, epochs=20, iters_per_epoch=20, batch_size=48, lr=1e-3,
-                   adapter_dim=128, device="cpu"),
+                   adapter_dim=128, pseudo_per_image=1, feature_layers="mid+last", device="cpu"),
     "smoke": Profile(name="smoke", image_size=64, backbone="mobilenet_v2", finetune_backbone=False,
                      feature_cache=True, epochs=3, iters_per_epoch=5, batch_size=24, lr=1e-3,
-                     adapter_dim=32, device="cpu"),
+                     adapter_dim=32, pseudo_per_image=1, feature_layers="mid+last", device="cpu"),
 }
 
 
@@ -45,4 +81,8 @@ def get_profile(name: str, **overrides) -> Profile:
     """The named profile, with ``overrides`` applied (unknown names are one clear error)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILES)}")
+    known = {f.name for f in fields(Profile)}
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise ValueError(f"unknown profile field(s) {', '.join(bad)}: expected some of {', '.join(sorted(known))}")
     return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]

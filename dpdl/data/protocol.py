@@ -1,0 +1,120 @@
+"""The open-set supervised AD protocol (DRA/AHL): normal 3:1 split, general and hard settings, M seen anomalies.
+
+Everything is sorted by sample key before anything random happens, so a split depends only on the data,
+the dataset, the setting, the known class, M and the seed, never on the file system's listing order.
+
+* **Normal split** – datasets in the MVTec layout keep their own ``train/good`` / ``test/good``. The others:
+  ``sklearn.model_selection.train_test_split(normals_sorted_by_key, test_size=0.25, random_state=42)``; the
+  42 is fixed (as in the baselines), independent of the run seed.
+* **General setting** – all anomalies sorted by key, shuffled with ``numpy.random.RandomState(seed)``
+  (``shuffle`` of the index list); the first M train, the rest are tested (all classes) with the test normals.
+  At least one anomaly must be left for the test set (M ≤ n − 1).
+* **Hard setting** – only the known class's anomalies (sorted, shuffled the same way) are drawn from, the first
+  M train (M ≤ size of the class); the test set holds the test normals and every *other* class; the rest of the
+  known class is used nowhere. Needs two anomaly classes or more.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from .registry import Dataset, get_dataset
+from .samples import Pool, Sample, Split
+
+SETTINGS = ("general", "hard")
+NORMAL_TEST_SIZE = 0.25
+NORMAL_SPLIT_SEED = 42
+
+
+def split_normals(pool: Pool) -> tuple[list[Sample], list[Sample]]:
+    """``(train_normal, test_normal)``: the pool's own split, else the fixed 3:1 split of the sorted normals."""
+    if pool.own_split:
+        return sorted(pool.train_normal), sorted(pool.test_normal)
+    normals = sorted(pool.normal)
+    if len(normals) < 2:
+        raise ValueError(f"a dataset needs at least 2 normal images for the 3:1 split, found {len(normals)}.")
+    train, test = train_test_split(normals, test_size=NORMAL_TEST_SIZE, random_state=NORMAL_SPLIT_SEED)
+    return sorted(train), sorted(test)
+
+
+def draw(samples: list[Sample], seed: int) -> list[Sample]:
+    """The samples sorted by key, then shuffled with ``numpy.random.RandomState(seed)``."""
+    ordered = sorted(samples)
+    idx = np.arange(len(ordered))
+    np.random.RandomState(int(seed)).shuffle(idx)
+    return [ordered[i] for i in idx]
+
+
+def _as_int(value, what: str) -> int:
+    try:
+        if isinstance(value, bool) or int(value) != float(value):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an integer, got {value!r}.") from None
+
+
+def make_split(dataset: str | Dataset, setting: str = "general", anomalies: int = 10, seed: int = 0,
+               known_class: str | None = None, data_root=None) -> Split:
+    """Draw an OSAD split.
+
+    In: a dataset name (or a :class:`~dpdl.data.registry.Dataset`), ``setting`` (``general``/``hard``),
+    ``anomalies`` = M seen anomalies (≥ 1), ``seed`` (the anomaly draw), ``known_class`` (hard setting only),
+    ``data_root`` (else ``$DPDL_DATA``). Out: a :class:`~dpdl.data.samples.Split`.
+    Bad input raises ``ValueError``/``FileNotFoundError`` with one sentence naming the parameter or the path.
+    """
+    ds = dataset if isinstance(dataset, Dataset) else get_dataset(dataset, data_root)
+    setting = str(setting).strip().lower()
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}: expected one of {', '.join(SETTINGS)}.")
+    m = _as_int(anomalies, "the number of seen anomalies (anomalies / --anomalies)")
+    seed = _as_int(seed, "the seed (seed / --seed)")
+    if m < 1:
+        raise ValueError(f"the number of seen anomalies (anomalies / --anomalies) must be at least 1, got {m}.")
+    if setting == "general" and known_class is not None:
+        raise ValueError(f"known_class / --known-class ({known_class!r}) only applies to the hard setting; "
+                         f"drop it or use --setting hard.")
+
+    pool = ds.pool()
+    classes = sorted({s.cls for s in pool.anomaly})
+    train_normal, test_normal = split_normals(pool)
+
+    if setting == "general":
+        n = len(pool.anomaly)
+        if m > n - 1:
+            raise ValueError(f"dataset {ds.name!r} has {n} anomalies: the number of seen anomalies "
+                             f"(anomalies / --anomalies) must be between 1 and {n - 1} so that at least one is "
+                             f"left for the test set, got {m}.")
+        order = draw(pool.anomaly, seed)
+        train_anomaly, test_anomaly = order[:m], order[m:]
+        known = None
+    else:
+        if len(classes) < 2:
+            raise ValueError(f"dataset {ds.name!r} has one anomaly class ({', '.join(classes)}), so it has no hard "
+                             f"setting (that needs a known class and at least one unseen class); use --setting general.")
+        if known_class is None:
+            raise ValueError(f"the hard setting of dataset {ds.name!r} needs a known class (known_class / "
+                             f"--known-class): one of {', '.join(classes)}.")
+        known = str(known_class).strip().lower()
+        if known not in classes:
+            raise ValueError(f"unknown known class {known_class!r} for dataset {ds.name!r}: expected one of "
+                             f"{', '.join(classes)}.")
+        of_known = [s for s in pool.anomaly if s.cls == known]
+        if m > len(of_known):
+            raise ValueError(f"class {known!r} of dataset {ds.name!r} has {len(of_known)} anomalies: the number of "
+                             f"seen anomalies (anomalies / --anomalies) must be between 1 and {len(of_known)}, "
+                             f"got {m}.")
+        train_anomaly = draw(of_known, seed)[:m]
+        test_anomaly = [s for s in pool.anomaly if s.cls != known]
+
+    test_anomaly = sorted(test_anomaly)
+    return Split(dataset=ds.name, setting=setting, known_class=known, anomalies=m, seed=seed,
+                 train_normal=train_normal, train_anomaly=sorted(train_anomaly), test_normal=test_normal,
+                 test_anomaly=test_anomaly, test_anomaly_classes=sorted({s.cls for s in test_anomaly}))
+
+
+def hard_settings(dataset: str, data_root=None) -> list[str]:
+    """The known classes of the hard setting (one row each in Tables 2 and 6); ``[]`` for one-class datasets."""
+    ds = get_dataset(dataset, data_root)
+    classes = ds.anomaly_classes
+    return classes if len(classes) > 1 else []

@@ -1,0 +1,172 @@
+"""Frozen-backbone features, extracted once and cached on disk (the ``cpu`` and ``smoke`` profiles).
+
+Layout: ``dpdl.paths.cache_dir()/features/<backbone>_<layers>_<size>/<dataset>/<hh>/<digest>.pt``, one file per
+item (an image, or the ``v``-th fixed CutMix pseudo anomaly of an image), keyed by the sample key and path. Each
+file holds ``{"meta": {...}, "feat": float16 tensor (C, H, W)}``; ``meta`` names the backbone, taps, image size,
+weight file, item and a fingerprint of the source image file (path, size, mtime), so a stale entry (image changed,
+other weights) or a corrupt one is detected and rebuilt. Writes are atomic (temp file + rename): concurrent runs
+may share the cache. The cache is shared across runs and seeds.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .backbones import FeatureExtractor
+from .cutmix import pseudo_anomaly
+from .paths import cache_dir
+
+CACHE_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to featurise: a data sample, or (``pseudo >= 0``) its ``pseudo``-th CutMix pseudo anomaly."""
+
+    sample: object  # dpdl.data.Sample
+    pseudo: int = -1
+
+    @property
+    def key(self) -> str:
+        return self.sample.key if self.pseudo < 0 else f"{self.sample.key}#cutmix{self.pseudo}"
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    rebuilt: int = 0
+    load_s: float = 0.0
+    extract_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def source_fingerprint(sample) -> str:
+    """Path, byte size and modification time of the sample's file (and its crop box): changes when the image does."""
+    try:
+        st = os.stat(sample.path)
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        stamp = "missing"
+    return f"{os.path.abspath(sample.path)}|{stamp}|{getattr(sample, 'box', None)}"
+
+
+def load_item(item: Item, size: int, loader: Callable | None = None) -> torch.Tensor:
+    """The image of an item, (3, size, size) in [0, 1] (pseudo anomalies made with their fixed generator)."""
+    if loader is None:
+        from .data import load_image as loader
+    img = loader(item.sample, size)
+    return img if item.pseudo < 0 else pseudo_anomaly(img, item.sample.key, item.pseudo)
+
+
+class FeatureCache:
+    """Disk cache of one frozen extractor's maps at one image size, for one dataset."""
+
+    def __init__(self, extractor: FeatureExtractor, image_size: int, dataset: str, root: str | os.PathLike | None = None):
+        self.extractor, self.image_size, self.dataset = extractor, image_size, dataset
+        base = Path(root) if root is not None else cache_dir() / "features"
+        self.dir = base / f"{extractor.name}_{'+'.join(extractor.layers)}_{image_size}" / dataset
+        self.stats = CacheStats()
+
+    def path(self, item: Item) -> Path:
+        digest = hashlib.sha256(f"{item.key}|{os.path.abspath(item.sample.path)}".encode()).hexdigest()[:24]
+        return self.dir / digest[:2] / f"{digest}.pt"
+
+    def meta(self, item: Item) -> dict:
+        return {"version": CACHE_VERSION, "backbone": self.extractor.name, "layers": "+".join(self.extractor.layers),
+                "weights": str(self.extractor.weights_file), "image_size": self.image_size, "key": item.key,
+                "pseudo": item.pseudo, "source": source_fingerprint(item.sample)}
+
+    def _read(self, item: Item, shape: tuple) -> torch.Tensor | None:
+        p = self.path(item)
+        if not p.exists():
+            return None
+        try:
+            blob = torch.load(p, map_location="cpu", weights_only=True)
+            ok = (isinstance(blob, dict) and blob.get("meta") == self.meta(item)
+                  and tuple(blob["feat"].shape) == shape and bool(torch.isfinite(blob["feat"]).all()))
+        except Exception:  # truncated, corrupt, not ours
+            ok = False
+        if not ok:
+            log.warning("feature cache entry %s is stale or corrupt: rebuilding it", p)
+            self.stats.rebuilt += 1
+            return None
+        return blob["feat"]
+
+    def _write(self, item: Item, feat: torch.Tensor) -> None:
+        p = self.path(item)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save({"meta": self.meta(item), "feat": feat.clone()}, fh)
+            os.replace(tmp, p)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @torch.no_grad()
+    def get(self, items: Sequence[Item], batch_size: int = 32, progress: bool = False,
+            loader: Callable | None = None, desc: str = "features") -> torch.Tensor:
+        """Features of ``items``: (N, C, H, W) float16, read from disk or extracted (then written) in batches."""
+        from .backbones import feature_shape
+        shape = feature_shape(self.extractor.name, "+".join(self.extractor.layers), self.image_size)
+        out = torch.empty((len(items),) + shape, dtype=torch.float16)
+        t0 = time.perf_counter()
+        todo = []
+        for i, item in enumerate(items):
+            feat = self._read(item, shape)
+            if feat is None:
+                todo.append(i)
+            else:
+                out[i] = feat
+        self.stats.hits += len(items) - len(todo)
+        self.stats.misses += len(todo)
+        self.stats.load_s += time.perf_counter() - t0
+        if todo:
+            t1 = time.perf_counter()
+            self.extractor.eval()
+            bar = tqdm(total=len(todo), desc=f"{desc} ({self.extractor.name}, {self.image_size}px)",
+                       disable=not progress, leave=False, unit="img")
+            for s in range(0, len(todo), batch_size):
+                idx = todo[s:s + batch_size]
+                imgs = torch.stack([load_item(items[i], self.image_size, loader) for i in idx])
+                dev = next(iter(self.extractor.parameters())).device
+                feats = self.extractor(imgs.to(dev)).float().cpu()
+                if not torch.isfinite(feats).all():
+                    raise ValueError(f"backbone {self.extractor.name} gave non-finite features for "
+                                     f"{items[idx[0]].key} (or its batch)")
+                for j, i in enumerate(idx):
+                    f16 = feats[j].to(torch.float16)
+                    out[i] = f16
+                    self._write(items[i], f16)
+                bar.update(len(idx))
+            bar.close()
+            self.stats.extract_s += time.perf_counter() - t1
+        return out
+
+
+def extract_uncached(extractor: FeatureExtractor, items: Sequence[Item], image_size: int, batch_size: int = 32,
+                     loader: Callable | None = None) -> torch.Tensor:
+    """Features without the cache (for the speed-up benchmark and for scoring new images): (N, C, H, W) float32."""
+    outs = []
+    extractor.eval()
+    dev = next(iter(extractor.parameters())).device
+    with torch.no_grad():
+        for s in range(0, len(items), batch_size):
+            imgs = torch.stack([load_item(it, image_size, loader) for it in items[s:s + batch_size]])
+            outs.append(extractor(imgs.to(dev)).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)

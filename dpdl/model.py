@@ -1,0 +1,229 @@
+"""DPDL as one pure torch module on feature maps (Sec. 4, Eq. 23); no backbone, no data, no training loop.
+
+``DPDLModel(in_channels, feat_hw, cfg)`` holds the multi-Gaussian prototypes (Eq. 8; D = Cf·H·W, the
+flattened feature map, Sec. 4.2) and the three heads (Eqs. 20–22).  ``losses(x, y)`` returns every term of
+Eq. (23) by name; ``score(x)`` the inference score S = S_a + S_r − S_n.
+
+Decisions (see also :mod:`dpdl.bridge`, :mod:`dpdl.heads`, :mod:`dpdl.prototypes`):
+
+* ``dpl_scale="per_dim"`` (default) multiplies L^n_DPL and L^a_DPL by ε/D so they are O(1) next to the
+  MIL losses (raw they are O(D/ε) ≈ 10⁸ at the paper's settings, and the backbone/adapter is shared by all
+  terms, so Adam's per-parameter scale invariance does not help); ``"none"`` is the paper's raw sum.
+* DPL over a batch: L^n over its normal rows, L^a over its anomaly rows (0 when the batch has none, and
+  likewise L^n = 0 without normal rows).
+* DFL over the flattened features of the whole batch (U = N + M of the batch; 0 if U < 2).
+* ``use_dpl=False`` ("no_dpl"): no DPL terms, and the prototypes stay at their VQ initialisation (M_r
+  still uses them, detached, so no loss term updates them).
+* M_n is trained on the normality target 1 − y (so that S = S_a + S_r − S_n is an anomaly score).
+* M_r at training time uses a sample of the plan, at evaluation time its most probable mean
+  (``residual_sample``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dpdl import bridge
+from dpdl.dispersion import dispersion_loss
+from dpdl.heads import NormalHead, TopKHead, prototype_residual
+from dpdl.prototypes import MultiGaussianPrototypes, vq_codebook
+
+__all__ = ["DPDLConfig", "DPDLModel", "check_finite", "LOSS_TERMS"]
+
+LOSS_TERMS = ("ma", "mn", "mr", "dpl_n", "dpl_a", "dfl", "total")
+_HEADS = ("n", "a", "r")
+
+
+@dataclass(frozen=True)
+class DPDLConfig:
+    """Hyper-parameters of the method (paper defaults: C = 32, ε = 10⁻³, κ = 10, λ = 1, Sec. 5.2)."""
+
+    prototypes: int = 32
+    eps: float = 1e-3
+    kappa: float = 10.0
+    lam: float = 1.0
+    use_dpl: bool = True
+    use_dfl: bool = True
+    heads: tuple = ("n", "a", "r")
+    topk_ratio: float = 0.1
+    dpl_scale: str = "per_dim"
+    binary_loss: str = "bce"
+    normal_hidden: int = 256
+    residual_sample: bool = True
+    vq_iters: int = 50
+    alpha_init: str = "proportions"
+
+    def __post_init__(self):
+        heads = self.heads
+        if isinstance(heads, str):
+            heads = tuple(h.strip() for h in heads.split(",") if h.strip())
+        heads = tuple(heads)
+        if not heads or any(h not in _HEADS for h in heads) or len(set(heads)) != len(heads):
+            raise ValueError(f"heads must be a non-empty subset of {{n, a, r}} without repeats, got {self.heads!r}")
+        object.__setattr__(self, "heads", tuple(h for h in _HEADS if h in heads))
+        if not (isinstance(self.prototypes, int) and self.prototypes >= 1):
+            raise ValueError(f"prototypes must be an integer >= 1, got {self.prototypes!r}")
+        if not (self.eps > 0 and math.isfinite(self.eps)):
+            raise ValueError(f"eps must be a finite number > 0, got {self.eps!r}")
+        if not (self.kappa >= 0 and math.isfinite(self.kappa)):
+            raise ValueError(f"kappa must be a finite number >= 0, got {self.kappa!r}")
+        if not (self.lam >= 0 and math.isfinite(self.lam)):
+            raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
+        if not (0 < self.topk_ratio <= 1):
+            raise ValueError(f"topk_ratio must lie in (0, 1], got {self.topk_ratio!r}")
+        if self.dpl_scale not in ("per_dim", "none"):
+            raise ValueError(f"dpl_scale must be 'per_dim' or 'none', got {self.dpl_scale!r}")
+        if self.binary_loss != "bce":
+            raise ValueError(f"binary_loss must be 'bce', got {self.binary_loss!r}")
+        if not (isinstance(self.normal_hidden, int) and self.normal_hidden >= 1):
+            raise ValueError(f"normal_hidden must be an integer >= 1, got {self.normal_hidden!r}")
+        if not (isinstance(self.vq_iters, int) and self.vq_iters >= 1):
+            raise ValueError(f"vq_iters must be an integer >= 1, got {self.vq_iters!r}")
+        if self.alpha_init not in ("proportions", "uniform"):
+            raise ValueError(f"alpha_init must be 'proportions' or 'uniform', got {self.alpha_init!r}")
+
+
+def check_finite(terms: dict, step: int) -> None:
+    """Raise FloatingPointError naming the step and the first non-finite loss term of ``terms``."""
+    for name, value in terms.items():
+        v = float(value.detach()) if isinstance(value, Tensor) else float(value)
+        if not math.isfinite(v):
+            raise FloatingPointError(f"step {step}: loss term '{name}' is not finite ({v})")
+
+
+class DPDLModel(nn.Module):
+    """DPDL on feature maps x (B, Cf, H, W): prototypes (Eq. 8), bridge (Eqs. 12–17), DFL (Eq. 19), heads (Eqs. 20–22)."""
+
+    def __init__(self, in_channels: int, feat_hw: tuple[int, int], cfg: DPDLConfig | None = None):
+        super().__init__()
+        cfg = cfg or DPDLConfig()
+        H, W = int(feat_hw[0]), int(feat_hw[1])
+        if in_channels < 1 or H < 1 or W < 1:
+            raise ValueError(f"in_channels and feat_hw must be positive, got {in_channels}, {feat_hw}")
+        self.cfg = cfg
+        self.in_channels, self.feat_hw = int(in_channels), (H, W)
+        self.D = self.in_channels * H * W
+        self.prototypes = MultiGaussianPrototypes(cfg.prototypes, self.D)
+        self.head_a = TopKHead(in_channels, cfg.topk_ratio) if "a" in cfg.heads else None
+        self.head_n = NormalHead(in_channels, cfg.normal_hidden) if "n" in cfg.heads else None
+        self.head_r = TopKHead(in_channels, cfg.topk_ratio) if "r" in cfg.heads else None
+        if not cfg.use_dpl:
+            self.prototypes.requires_grad_(False)
+
+    # ---------------------------------------------------------------- prototypes
+    @torch.no_grad()
+    def init_prototypes(self, normal_feats: Tensor, generator: torch.Generator | None = None):
+        """Eq. (15): VQ codebook of the flattened normal features (N, Cf, H, W) → µ; σ = 1; α (see prototypes)."""
+        self._check_x(normal_feats)
+        cb = vq_codebook(normal_feats.flatten(1).float(), self.cfg.prototypes, iters=self.cfg.vq_iters,
+                         generator=generator)
+        self.prototypes.init_from_codebook(cb, alpha=self.cfg.alpha_init)
+        return cb
+
+    def _proto_params(self):
+        la, mu, sigma = self.prototypes.params()
+        if not self.cfg.use_dpl:      # "no_dpl": frozen at the VQ initialisation
+            la, mu, sigma = la.detach(), mu.detach(), sigma.detach()
+        return la, mu, sigma
+
+    def _require_init(self):
+        if not bool(self.prototypes.initialised):
+            raise RuntimeError("DPDLModel: call init_prototypes(normal_feats) before losses/score")
+
+    def _check_x(self, x: Tensor):
+        if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.feat_hw:
+            raise ValueError(f"expected feature maps of shape (B, {self.in_channels}, {self.feat_hw[0]}, "
+                             f"{self.feat_hw[1]}), got {tuple(x.shape)}")
+
+    # ---------------------------------------------------------------- heads
+    def residual(self, x: Tensor, sample: bool | None = None, generator: torch.Generator | None = None):
+        """Eq. (22) input: (ψ_p(x) − µ_{c*})/σ_{c*} as (B, Cf, H, W), plus (c_plan, c_star)."""
+        self._require_init()
+        if sample is None:
+            sample = self.training and self.cfg.residual_sample
+        la, mu, sigma = self._proto_params()
+        r, c_plan, c_star = prototype_residual(x.flatten(1), la, mu, sigma, self.cfg.eps, sample=sample,
+                                               generator=generator)
+        return r.view_as(x), c_plan, c_star
+
+    def head_logits(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-head image logits {"a": S_a, "n": S_n (normality), "r": S_r}, each (B,), enabled heads only."""
+        self._check_x(x)
+        out = {}
+        if self.head_n is not None:
+            out["n"] = self.head_n(x)
+        if self.head_a is not None:
+            out["a"] = self.head_a(x)
+        if self.head_r is not None:
+            out["r"] = self.head_r(self.residual(x)[0])
+        return out
+
+    @staticmethod
+    def combine(logits: dict[str, Tensor]) -> Tensor:
+        """Inference score S = S_a + S_r − S_n over the enabled heads (Sec. 4.4)."""
+        s = 0
+        for name, v in logits.items():
+            s = s - v if name == "n" else s + v
+        return s
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """{"a", "n", "r" (enabled heads' logits, (B,)), "score": S (B,)}."""
+        out = self.head_logits(x)
+        out["score"] = self.combine(out)
+        return out
+
+    def score(self, x: Tensor) -> Tensor:
+        """S = S_a + S_r − S_n (B,) with only the enabled heads; deterministic (plan mean for ψ_p)."""
+        was = self.training
+        self.eval()
+        try:
+            return self.combine(self.head_logits(x))
+        finally:
+            self.train(was)
+
+    # ---------------------------------------------------------------- losses
+    def _binary(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+    def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Every term of Eq. (23) that is switched on, by name, plus "total".
+
+        x (B, Cf, H, W), y (B,) in {0, 1} (1 = anomaly).  total = L_Ma + L_Mn + L_Mr + L^n_DPL + L^a_DPL
+        + λ L_DFL; the DPL terms are multiplied by ε/D when ``dpl_scale="per_dim"``.
+        """
+        self._check_x(x)
+        y = y.to(x.dtype).reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        cfg = self.cfg
+        logits = self.head_logits(x)
+        terms: dict[str, Tensor] = {}
+        if "a" in logits:
+            terms["ma"] = self._binary(logits["a"], y)                 # Eq. (20)
+        if "n" in logits:
+            terms["mn"] = self._binary(logits["n"], 1.0 - y)           # Eq. (21), normality target
+        if "r" in logits:
+            terms["mr"] = self._binary(logits["r"], y)                 # Eq. (22)
+        flat = x.flatten(1)
+        if cfg.use_dpl:
+            self._require_init()
+            la, mu, sigma = self.prototypes.params()
+            scale = cfg.eps / self.D if cfg.dpl_scale == "per_dim" else 1.0
+            normal, anomal = y < 0.5, y >= 0.5
+            zero = flat.sum() * 0.0
+            ln, la_ = bridge.dpl_losses(flat[normal], flat[anomal], la, mu, sigma, cfg.eps)
+            terms["dpl_n"] = scale * ln if ln is not None else zero     # Eq. (16)
+            terms["dpl_a"] = scale * la_ if la_ is not None else zero   # Eq. (17)
+        if cfg.use_dfl:
+            terms["dfl"] = dispersion_loss(flat, cfg.kappa) if x.shape[0] >= 2 else flat.sum() * 0.0  # Eq. (19)
+        total = 0
+        for name, v in terms.items():
+            total = total + (cfg.lam * v if name == "dfl" else v)
+        terms["total"] = total                                          # Eq. (23)
+        return terms
+
+    check_finite = staticmethod(check_finite)

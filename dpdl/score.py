@@ -1,0 +1,99 @@
+"""Score new images with a trained model (``DIR/model.pt`` written by :func:`dpdl.train.run`).
+
+``load_trained(dir)`` rebuilds backbone -> adapter -> DPDL from the saved state (the backbone's ImageNet weights
+come from their local files again, or from the saved state when the run fine-tuned it);
+``score_images(model, paths)`` returns one anomaly score per image (higher = more anomalous; the scale is the
+model's own S = S_a + S_r - S_n, not a probability).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .backbones import FeatureExtractor, build_backbone
+from .train import Adapter, DPDLNet, build_dpdl, RunConfig
+
+
+@dataclass
+class TrainedModel:
+    net: DPDLNet
+    extractor: FeatureExtractor | None  # frozen backbone outside the net (feature mode), else None
+    image_size: int
+    info: dict
+
+
+def load_trained(model_dir: str | os.PathLike, weights: str | None = None) -> TrainedModel:
+    """The trained model in ``model_dir`` (a run's --out folder, or the model.pt file itself), in eval mode."""
+    p = Path(model_dir)
+    p = p / "model.pt" if p.is_dir() else p
+    if not p.is_file():
+        raise FileNotFoundError(f"no trained model at {p} (train one with `dpdl train ... --out DIR`)")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read the trained model {p}: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != 1:
+        raise ValueError(f"{p} is not a model.pt written by dpdl train")
+    prof, binfo, cfgd = blob["profile"], blob["backbone"], blob["config"]
+    cfg = RunConfig(**{k: v for k, v in cfgd.items() if k in RunConfig.__dataclass_fields__})
+    c, h, w = blob["feature_shape"]
+    backbone = build_backbone(binfo["name"], binfo["layers"], weights=weights or cfg.weights,
+                              image_size=prof["image_size"],
+                              pretrained=blob["backbone_state"] is None)
+    adapter = Adapter(c, prof["adapter_dim"])
+    dpdl, _ = build_dpdl(adapter.out_channels, (h, w), cfg)
+    adapter.load_state_dict(blob["adapter"])
+    dpdl.load_state_dict(blob["dpdl"])
+    if blob["backbone_state"] is not None:
+        backbone.load_state_dict(blob["backbone_state"])
+        net, extractor = DPDLNet(adapter, dpdl, backbone), None
+    else:
+        net, extractor = DPDLNet(adapter, dpdl), backbone.freeze()
+    net.eval()
+    info = {"model": str(p), "dataset": cfg.dataset, "profile": prof["name"], "backbone": binfo["name"],
+            "seed": cfg.seed, "anomalies": cfg.anomalies, "setting": cfg.setting}
+    return TrainedModel(net, extractor, int(prof["image_size"]), info)
+
+
+def _load(path: str, size: int) -> torch.Tensor:
+    from .data import Sample, load_image
+    return load_image(Sample(key=str(path), path=str(path), label=0, cls="unknown"), size)
+
+
+@torch.no_grad()
+def score_images(model: TrainedModel, paths: Sequence[str | os.PathLike], batch_size: int = 16) -> list[float]:
+    """One anomaly score per image file (any common image type; resized to the model's input size)."""
+    out: list[float] = []
+    for s in range(0, len(paths), batch_size):
+        imgs = torch.stack([_load(str(p), model.image_size) for p in paths[s:s + batch_size]])
+        x = model.extractor(imgs) if model.extractor is not None else imgs
+        out.extend(float(v) for v in model.net.score(x))
+    return out
+
+
+def collect_images(paths: Sequence[str], folder: str | None = None) -> list[str]:
+    """The image files named in ``paths`` plus every image below ``folder`` (sorted); missing files are an error."""
+    files = []
+    for p in paths or []:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"image {p} does not exist")
+        files.append(str(p))
+    if folder:
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"folder {folder} does not exist")
+        found = sorted(str(x) for x in Path(folder).rglob("*") if x.is_file() and _is_image(x.name))
+        if not found:
+            raise ValueError(f"folder {folder} holds no image files")
+        files.extend(found)
+    if not files:
+        raise ValueError("no images to score: give image paths and/or --folder DIR")
+    return files
+
+
+def _is_image(name: str) -> bool:
+    from .data.images import is_image_file
+    return is_image_file(name)

@@ -1,0 +1,171 @@
+"""Figures of the study (matplotlib): our AUC beside the paper's, the ablations (Fig. 2), the sensitivity (Fig. 3).
+
+Every function takes a DataFrame from :mod:`dpdl.study.tables`, draws into a new figure and returns it; with
+``save`` the figure is also written (PNG). The paper's value is drawn as a black marker where it exists.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+PALETTE = {"ours": "#1f77b4", "paper": "black", "no_dpl": "#d62728", "no_dfl": "#ff7f0e", "full": "#1f77b4"}
+
+
+def _save(fig, save):
+    if save:
+        save = Path(save)
+        save.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def _empty(ax, text="no runs of this kind here yet"):
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def ours_vs_paper(df: pd.DataFrame, title: str, *, label_col: str = "dataset", caption: str = "", save=None):
+    """Dot-and-error-bar plot per row: ours (mean ± std, blue) and the paper's DPDL value (black ×), one panel
+    per M. Rows not run here are listed on the axis without a blue dot."""
+    ms = sorted(df["M"].unique(), reverse=True) if len(df) else [10]
+    fig, axes = plt.subplots(1, len(ms), figsize=(5.2 * len(ms), 0.35 * max(4, len(df) / len(ms)) + 1.5),
+                             squeeze=False, sharey=True)
+    for ax, m in zip(axes[0], ms):
+        d = df[df["M"] == m].reset_index(drop=True)
+        y = np.arange(len(d))[::-1]
+        run = d["n"] > 0
+        ax.errorbar(d.loc[run, "ours_mean"], y[run.values], xerr=d.loc[run, "ours_std"], fmt="o",
+                    color=PALETTE["ours"], label="ours (mean ± std over seeds)", capsize=3)
+        has_p = d["paper_mean"].notna()
+        ax.scatter(d.loc[has_p, "paper_mean"], y[has_p.values], marker="x", s=50, color=PALETTE["paper"],
+                   label="paper (DPDL)", zorder=3)
+        ax.set_yticks(y)
+        ax.set_yticklabels([f"{lab}" + ("" if r else "  (not run here)") for lab, r in zip(d[label_col], run)])
+        ax.set_xlabel("image AUC-ROC")
+        ax.set_title(f"M = {m} seen anomalies")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlim(min(0.45, np.nanmin(np.r_[d["ours_mean"].values, d["paper_mean"].values, [1.0]]) - 0.02), 1.01)
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(title + (f"\n{caption}" if caption else ""), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def heads_ablation(df: pd.DataFrame, *, caption: str = "", save=None):
+    """Table 3 as a figure: AUC per heads subset, one panel per setting, one line per dataset run here."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=False)
+    order = ["{r}", "{n,r}", "{a,r}", "{n,a,r}"]
+    for ax, setting in zip(axes, ("general", "hard")):
+        d = df[(df["setting"] == setting)]
+        any_line = False
+        for i, (key, g) in enumerate(d.groupby("key", sort=False)):
+            g = g.set_index("heads").reindex(order)
+            x = np.arange(len(order))
+            color = f"C{i}"
+            if (g["n"] > 0).any():
+                ax.errorbar(x, g["ours_mean"], yerr=g["ours_std"], marker="o", color=color, capsize=3,
+                            label=f"{g['dataset'].dropna().iloc[0]} (ours)")
+                any_line = True
+            if g["paper_mean"].notna().any():
+                ax.plot(x, g["paper_mean"], linestyle=":", marker="x", color=color,
+                        label=f"{g['dataset'].dropna().iloc[0]} (paper)")
+                any_line = True
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels(order)
+        ax.set_xlabel("heads switched on")
+        ax.set_ylabel("image AUC-ROC")
+        ax.set_title(f"{setting} setting, M = 10")
+        ax.grid(alpha=0.3)
+        if any_line:
+            ax.legend(fontsize=7)
+    fig.suptitle("Table 3 — heads ablation" + (f"\n{caption}" if caption else ""), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def ablation(df: pd.DataFrame, *, caption: str = "", save=None):
+    """Fig. 2: full DPDL, w/o DPL, w/o DFL per dataset (bars, mean ± std over seeds), general and hard."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    labels = [("full", "DPDL"), ("no_dpl", "w/o DPL"), ("no_dfl", "w/o DFL")]
+    for ax, setting in zip(axes, ("general", "hard")):
+        d = df[df["setting"] == setting]
+        if d.empty or (d["n"] == 0).all():
+            _empty(ax)
+            ax.set_title(f"{setting} setting, M = 10")
+            continue
+        keys = list(dict.fromkeys(d["key"]))
+        width = 0.8 / len(labels)
+        for j, (var, lab) in enumerate(labels):
+            g = d[d["variant"] == var].set_index("key").reindex(keys)
+            x = np.arange(len(keys)) + (j - 1) * width
+            ax.bar(x, g["ours_mean"], width, yerr=g["ours_std"], capsize=3, label=lab, color=PALETTE[var])
+        ax.set_xticks(np.arange(len(keys)))
+        ax.set_xticklabels([d.loc[d["key"] == k, "dataset"].iloc[0] for k in keys])
+        lo = np.nanmin(d["ours_mean"] - d["ours_std"].fillna(0))
+        ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+        ax.set_ylabel("image AUC-ROC (mean ± std)")
+        ax.set_title(f"{setting} setting, M = 10")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Fig. 2 — ablation of DPL and DFL" + (f"\n{caption}" if caption else ""), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def sensitivity(df: pd.DataFrame, *, caption: str = "", save=None):
+    """Fig. 3: AUC against C, ε, κ, λ (general, M = 10), one line per dataset; dashed line at the paper's value."""
+    params = [("prototypes", "C (prototypes)", False, 32), ("eps", "ε (bridge noise)", True, 1e-3),
+              ("kappa", "κ (DFL tightness)", True, 10.0), ("lam", "λ (loss weight)", True, 1.0)]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    for ax, (param, label, logx, default) in zip(axes, params):
+        d = df[df["param"] == param]
+        if d.empty:
+            _empty(ax)
+        for i, (key, g) in enumerate(d.groupby("key")):
+            g = g.sort_values("value")
+            ax.errorbar(g["value"], g["ours_mean"], yerr=g["ours_std"], marker="o", capsize=3, color=f"C{i}",
+                        label=g["dataset"].iloc[0])
+        ax.axvline(default, color="black", linestyle="--", linewidth=1, label="paper's value")
+        if logx:
+            ax.set_xscale("log")
+        if param == "prototypes":
+            ax.set_xscale("log", base=2)
+            ax.set_xticks([8, 16, 32, 64])
+            ax.set_xticklabels(["8", "16", "32", "64"])
+        ax.set_xlabel(label)
+        ax.set_ylabel("image AUC-ROC")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Fig. 3 — parameter sensitivity (general setting, M = 10)" + (f"\n{caption}" if caption else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def score_histogram(run_dir, *, save=None):
+    """Histogram of the test scores of one run, normal vs anomaly (needs the run's ``scores.json``)."""
+    p = Path(run_dir) / "scores.json"
+    if not p.exists():
+        return None
+    data = json.loads(p.read_text(encoding="utf-8"))
+    scores, labels = np.asarray(data["scores"], float), np.asarray(data["labels"], int)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    finite = np.isfinite(scores)
+    bins = np.histogram_bin_edges(scores[finite], bins=30) if finite.any() else 10
+    ax.hist(scores[finite & (labels == 0)], bins=bins, alpha=0.6, label=f"normal (n={int((labels == 0).sum())})")
+    ax.hist(scores[finite & (labels == 1)], bins=bins, alpha=0.6, label=f"anomaly (n={int((labels == 1).sum())})")
+    ax.set_xlabel("anomaly score S = Sa + Sr − Sn")
+    ax.set_ylabel("test images")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def nan_to_blank(v):
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else v

@@ -1,0 +1,298 @@
+"""The study definition (``study.yaml``) and its expansion into runs.
+
+A run is a :class:`RunSpec`: one dataset, setting, known class, number of seen anomalies M, seed and variant.
+Its id is deterministic and readable (``elpv__hard-mono__M1__s3__no_dfl``), and is the name of its folder
+``results/runs/<profile>/<run_id>/``. Several groups (tables, figures) can share a run; it is run once.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+STUDY_YAML = Path(__file__).with_name("study.yaml")
+GROUPS = ("table1", "table2", "table3", "table5", "table6", "fig2", "fig3")
+
+# variant tag prefix -> RunConfig field
+_TAG_FIELDS = {"C": "prototypes", "eps": "eps", "kappa": "kappa", "lam": "lam", "heads": "heads"}
+_FIELD_TAGS = {v: k for k, v in _TAG_FIELDS.items()}
+_FLOAT_FIELDS = ("eps", "kappa", "lam")
+
+
+def load_study(path: str | Path | None = None) -> dict:
+    """The parsed study definition (the packaged ``study.yaml`` unless ``path`` is given)."""
+    with open(path or STUDY_YAML, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def profiles(study: dict | None = None) -> list[str]:
+    return list((study or load_study())["profiles"])
+
+
+def defaults(study: dict | None = None) -> dict:
+    d = dict((study or load_study())["defaults"])
+    d["prototypes"] = int(d["prototypes"])
+    for k in _FLOAT_FIELDS:
+        d[k] = float(d[k])
+    d["heads"] = _norm_heads(d["heads"])
+    return d
+
+
+def _norm_heads(heads) -> str:
+    if isinstance(heads, (list, tuple)):
+        heads = ",".join(heads)
+    parts = [h.strip() for h in str(heads).replace("+", ",").split(",") if h.strip()]
+    order = {"n": 0, "a": 1, "r": 2}
+    bad = [h for h in parts if h not in order]
+    if bad or not parts:
+        raise ValueError(f"heads must be a non-empty subset of n,a,r, got {heads!r}")
+    return ",".join(sorted(set(parts), key=order.__getitem__))
+
+
+def _fmt(v) -> str:
+    return f"{float(v):g}" if not isinstance(v, str) else v
+
+
+def parse_variant(tag: str, study: dict | None = None) -> dict:
+    """The RunConfig overrides a variant tag stands for: ``"no_dfl"`` -> ``{"use_dfl": False}``, ``"C=16"`` ->
+    ``{"prototypes": 16}``; ``"full"`` -> ``{}``."""
+    if tag == "full":
+        return {}
+    if tag == "no_dpl":
+        return {"use_dpl": False}
+    if tag == "no_dfl":
+        return {"use_dfl": False}
+    m = re.fullmatch(r"(C|eps|kappa|lam|heads)=(.+)", tag)
+    if not m:
+        raise ValueError(f"unknown variant {tag!r}: expected full, no_dpl, no_dfl, heads=..., C=..., eps=..., "
+                         f"kappa=... or lam=...")
+    key, value = _TAG_FIELDS[m.group(1)], m.group(2)
+    if key == "heads":
+        return {"heads": _norm_heads(value)}
+    if key == "prototypes":
+        return {"prototypes": int(value)}
+    return {key: float(value)}
+
+
+def variant_tag(overrides: dict, study: dict | None = None) -> str:
+    """The tag of a set of overrides (the inverse of :func:`parse_variant`); paper defaults give ``"full"``."""
+    d = defaults(study)
+    parts = []
+    if overrides.get("use_dpl") is False:
+        parts.append("no_dpl")
+    if overrides.get("use_dfl") is False:
+        parts.append("no_dfl")
+    for key in ("heads", "prototypes", "eps", "kappa", "lam"):
+        if key in overrides:
+            v = _norm_heads(overrides[key]) if key == "heads" else overrides[key]
+            if (float(v) if key in _FLOAT_FIELDS else v) != d[key]:
+                parts.append(f"{_FIELD_TAGS[key]}={v if key in ('heads', 'prototypes') else _fmt(v)}")
+    return "+".join(parts) if parts else "full"
+
+
+def record_variant(config: dict, study: dict | None = None) -> str:
+    """The variant tag of a run record's ``config`` (computed here, so tables do not depend on its spelling)."""
+    over = {k: config[k] for k in ("use_dpl", "use_dfl", "heads", "prototypes", "eps", "kappa", "lam") if k in config}
+    return variant_tag(over, study)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", str(name))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the study."""
+
+    dataset: str
+    setting: str = "general"          # "general" | "hard"
+    known_class: str | None = None
+    anomalies: int = 10
+    seed: int = 0
+    variant: str = "full"
+    overrides: tuple = ()             # sorted (key, value) pairs for dpdl.train.RunConfig
+    groups: tuple = ()                # the tables/figures this run feeds
+
+    @property
+    def run_id(self) -> str:
+        setting = "general" if self.setting == "general" else f"hard-{_safe(self.known_class)}"
+        return f"{_safe(self.dataset)}__{setting}__M{self.anomalies}__s{self.seed}__{_safe(self.variant.replace(',', '+'))}"
+
+    def config(self, profile: str, data_root=None, out=None) -> dict:
+        """Keyword arguments for ``dpdl.train.RunConfig`` (also the experiment notebook's parameters)."""
+        cfg = dict(dataset=self.dataset, setting=self.setting, known_class=self.known_class,
+                   anomalies=int(self.anomalies), seed=int(self.seed), profile=profile, backbone=None,
+                   use_dpl=True, use_dfl=True, heads="n,a,r", prototypes=32, eps=1e-3, kappa=10.0, lam=1.0,
+                   data_root=None if data_root is None else str(data_root),
+                   out=None if out is None else str(out), run_id=self.run_id)
+        cfg.update(dict(self.overrides))
+        return cfg
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["overrides"] = dict(self.overrides)
+        d["groups"] = list(self.groups)
+        d["run_id"] = self.run_id
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        return cls(dataset=d["dataset"], setting=d.get("setting", "general"), known_class=d.get("known_class"),
+                   anomalies=int(d.get("anomalies", 10)), seed=int(d.get("seed", 0)),
+                   variant=d.get("variant", "full"), overrides=tuple(sorted(dict(d.get("overrides", {})).items())),
+                   groups=tuple(d.get("groups", ())))
+
+
+@dataclass
+class Plan:
+    """The runs of one profile, and the datasets skipped (with why)."""
+
+    profile: str
+    runs: list[RunSpec] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)          # dataset -> reason
+    skipped_groups: dict[str, list[str]] = field(default_factory=dict)  # dataset -> groups it would feed
+
+    def by_group(self) -> dict[str, list[RunSpec]]:
+        out: dict[str, list[RunSpec]] = {}
+        for r in self.runs:
+            for g in r.groups:
+                out.setdefault(g, []).append(r)
+        return out
+
+
+def _seeds(value) -> list[int]:
+    if isinstance(value, int):
+        return list(range(value))
+    return [int(s) for s in value]
+
+
+def _flatten(items) -> list[str]:
+    out = []
+    for it in items if isinstance(items, (list, tuple)) else [items]:
+        out.extend(_flatten(it) if isinstance(it, (list, tuple)) else [str(it)])
+    return out
+
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def _variants(block: dict, study: dict) -> list[tuple[str, dict]]:
+    out: list[tuple[str, dict]] = []
+    for tag in block.get("variants", ["full"] if "sweep" not in block else []):
+        over = parse_variant(str(tag), study)
+        out.append((variant_tag(over, study), over))
+    for key, values in (block.get("sweep") or {}).items():
+        if key not in _FIELD_TAGS:
+            raise ValueError(f"cannot sweep {key!r}: expected one of {', '.join(_FIELD_TAGS)}")
+        for v in values:
+            over = {key: int(v) if key == "prototypes" else (_norm_heads(v) if key == "heads" else float(v))}
+            tag = variant_tag(over, study)
+            out.append((tag, {} if tag == "full" else over))
+    seen, uniq = set(), []
+    for tag, over in out:
+        if tag not in seen:
+            seen.add(tag)
+            uniq.append((tag, over))
+    return uniq
+
+
+def _known_classes(dataset: str, rule, data_root) -> list[str]:
+    from dpdl.data import get_dataset
+
+    ds = get_dataset(dataset, data_root=data_root)
+    if not getattr(ds, "has_hard_setting", True):
+        return []
+    classes = list(ds.anomaly_classes)
+    if rule in (None, "all"):
+        return classes
+    if rule == "first":
+        return classes[:1]
+    if rule == "table6":
+        from dpdl import paper
+
+        wanted = paper.table6_classes(dataset)
+        picked = [c for c in classes if paper.match_class(wanted, c) is not None]
+        return picked or classes
+    wanted = [str(c) for c in rule]
+    missing = [c for c in wanted if c not in classes]
+    if missing:
+        raise ValueError(f"{dataset} has no anomaly class {', '.join(missing)} (it has {', '.join(classes)})")
+    return wanted
+
+
+def expand(profile: str, *, datasets: Iterable[str] | None = None, only: Iterable[str] | None = None,
+           seeds: int | None = None, data_root=None, study: dict | None = None,
+           check_available: bool = True) -> Plan:
+    """Expand ``profile`` of the study into runs.
+
+    ``datasets`` / ``only`` keep those datasets / groups; ``seeds`` caps every block at that many seeds
+    (0..n-1). Datasets that are not available here are skipped (``Plan.skipped`` says why).
+    """
+    study = study or load_study()
+    if profile not in study["profiles"]:
+        raise ValueError(f"unknown study profile {profile!r}: expected one of {', '.join(study['profiles'])}")
+    groups = study["profiles"][profile]["groups"]
+    only = [g.strip() for g in only] if only else None
+    if only:
+        bad = [g for g in only if g not in GROUPS]
+        if bad:
+            raise ValueError(f"unknown group {', '.join(bad)}: expected some of {', '.join(GROUPS)}")
+    keep_ds = set(datasets) if datasets else None
+    plan = Plan(profile=profile)
+    availability: dict[str, tuple[bool, str]] = {}
+    runs: dict[str, RunSpec] = {}
+    run_groups: dict[str, list[str]] = {}
+
+    def available(name: str) -> tuple[bool, str]:
+        if name not in availability:
+            if not check_available:
+                availability[name] = (True, "")
+            else:
+                from dpdl.data import get_dataset
+                try:
+                    availability[name] = tuple(get_dataset(name, data_root=data_root).available())
+                except (ValueError, KeyError, FileNotFoundError) as exc:
+                    availability[name] = (False, str(exc.args[0] if exc.args else exc))
+        return availability[name]
+
+    for group, blocks in groups.items():
+        if only and group not in only:
+            continue
+        for block in (blocks if isinstance(blocks, list) else [blocks]):
+            block_seeds = _seeds(block.get("seeds", 5))
+            if seeds is not None:
+                block_seeds = block_seeds[: int(seeds)] if int(seeds) <= len(block_seeds) else list(range(int(seeds)))
+            variants = _variants(block, study)
+            for ds in _flatten(block["datasets"]):
+                if keep_ds is not None and ds not in keep_ds:
+                    continue
+                ok, reason = available(ds)
+                if not ok:
+                    plan.skipped.setdefault(ds, reason)
+                    plan.skipped_groups.setdefault(ds, [])
+                    if group not in plan.skipped_groups[ds]:
+                        plan.skipped_groups[ds].append(group)
+                    continue
+                for setting in block.get("settings", ["general"]):
+                    if setting == "hard":
+                        kcs = _known_classes(ds, block.get("known_classes", "all"), data_root)
+                    else:
+                        kcs = [None]
+                    for kc in kcs:
+                        for m in block.get("anomalies", [10]):
+                            for s in block_seeds:
+                                for tag, over in variants:
+                                    spec = RunSpec(dataset=ds, setting=setting, known_class=kc, anomalies=int(m),
+                                                   seed=int(s), variant=tag,
+                                                   overrides=tuple(sorted(over.items())))
+                                    rid = spec.run_id
+                                    runs.setdefault(rid, spec)
+                                    gl = run_groups.setdefault(rid, [])
+                                    if group not in gl:
+                                        gl.append(group)
+    plan.runs = [RunSpec(**{**asdict(spec), "groups": tuple(run_groups[rid])}) for rid, spec in runs.items()]
+    return plan

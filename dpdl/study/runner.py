@@ -1,0 +1,398 @@
+"""Executing the study: one papermill run of ``notebooks/experiment.ipynb`` per :class:`~dpdl.study.plan.RunSpec`.
+
+Every run is written atomically. :func:`execute_run` executes the notebook into
+``results/runs/<profile>/.tmp/<run_id>-<pid>/`` and only then ``os.replace``-s that folder to
+``results/runs/<profile>/<run_id>/``; a sweep killed at any moment (even ``kill -9``) loses at most the runs in
+flight, never shows a half-written run folder, and the next sweep cleans the stale ``.tmp`` folders and runs only
+what is missing. A run that fails keeps its executed notebook (with the traceback) and a ``run.json`` with
+``status: "failed"`` and the error's sentence; failed runs are retried only with ``retry_failed``.
+
+Executors
+---------
+``local`` (default) runs one notebook at a time on a CPU machine, leaving torch's threads as the environment sets
+them; on a machine with k GPUs it runs k at a time, one per GPU (the notebook's ``gpu`` parameter sets
+``CUDA_VISIBLE_DEVICES`` before torch is imported).
+
+``dask`` sends the same :func:`execute_run` calls to a Dask distributed cluster: a ``LocalCluster`` of
+``workers`` single-threaded processes here, or an existing cluster with ``scheduler="tcp://host:8786"``
+(e.g. started by ``dask-jobqueue`` on SLURM/PBS, or ``dask scheduler`` + ``dask worker`` by hand). Each task pins
+itself to one thread (``OMP_NUM_THREADS=1``, the notebook's ``threads=1``) unless the worker has a GPU.
+
+Why Dask: the runs are independent, coarse (seconds to hours) Python function calls that write their own
+results to a shared file system -- exactly what ``client.submit`` + ``as_completed`` expresses, with no
+scheduler-specific code. The same code scales from a laptop (``LocalCluster``) to many GPU machines
+(``dask-jobqueue``, Kubernetes, SSH), it is pure Python and pip-installable (no daemon to administer, unlike
+Ray or a batch system), tasks failing or workers dying are retried/reported by the scheduler, and its dashboard
+shows progress. Task-level parallelism over notebooks needs nothing more (no shared state between runs; the
+resume logic lives in the result folders, not in the scheduler).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..paths import REPO_ROOT, results_dir as default_results_dir
+from ..records import SCHEMA_VERSION, atomic_write_json, code_version, read_record, utc_now
+from .plan import RunSpec
+
+EXPERIMENT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
+TMP = ".tmp"
+
+
+def runs_dir(profile: str, results_dir: str | os.PathLike | None = None) -> Path:
+    return Path(results_dir or default_results_dir()) / "runs" / profile
+
+
+def run_dir(spec: RunSpec | str, profile: str, results_dir=None) -> Path:
+    rid = spec if isinstance(spec, str) else spec.run_id
+    return runs_dir(profile, results_dir) / rid
+
+
+def run_state(spec: RunSpec | str, profile: str, results_dir=None) -> tuple[str, dict | None]:
+    """``("done" | "failed" | "pending", record or None)`` for one run."""
+    path = run_dir(spec, profile, results_dir) / "run.json"
+    if not path.exists():
+        return "pending", None
+    try:
+        rec = read_record(path)
+    except (OSError, json.JSONDecodeError):
+        return "failed", {"status": "failed", "error": "run.json is unreadable"}
+    return ("done" if rec.get("status") == "ok" else "failed"), rec
+
+
+def clean_stale_tmp(profile: str, results_dir=None) -> list[str]:
+    """Remove ``.tmp`` folders left by killed sweeps (those whose process is gone). Returns their names."""
+    tmp = runs_dir(profile, results_dir) / TMP
+    removed = []
+    if not tmp.exists():
+        return removed
+    for d in tmp.iterdir():
+        pid = d.name.rsplit("-", 1)[-1]
+        alive = False
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                alive = int(pid) != os.getpid()
+            except PermissionError:
+                alive = True
+            except (ProcessLookupError, OverflowError):
+                alive = False
+            # pids are reused: a folder older than a day is stale whatever its pid
+            if alive and time.time() - d.stat().st_mtime > 86400:
+                alive = False
+        if not alive:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+    return removed
+
+
+def _error_sentence(exc: BaseException) -> str:
+    """One sentence for a failed run: the notebook's exception ``Name: message`` (first line)."""
+    ename = getattr(exc, "ename", None)
+    evalue = getattr(exc, "evalue", None)
+    if ename:
+        text = f"{ename}: {evalue}" if evalue else str(ename)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return text[:500]
+
+
+def _failed_record(spec: RunSpec, profile: str, error: str, cfg: dict, elapsed: float) -> dict:
+    return {
+        "schema": SCHEMA_VERSION, "status": "failed", "error": error, "run_id": spec.run_id, "profile": profile,
+        "config": cfg, "dataset": spec.dataset, "setting": spec.setting, "known_class": spec.known_class,
+        "anomalies": spec.anomalies, "seed": spec.seed, "backbone": cfg.get("backbone"), "variant": spec.variant,
+        "metrics": None, "split": None, "timings": {"total_s": round(elapsed, 3)},
+        "code_version": code_version(), "date": utc_now(),
+        "host": {"device": "unknown", "hostname": socket.gethostname(), "cpu_count": os.cpu_count()},
+    }
+
+
+def _kernel_env() -> None:
+    """Make the kernel import this very ``dpdl`` (also when the package is not installed, e.g. in a checkout)."""
+    pkg_parent = str(Path(__file__).resolve().parents[2])
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if pkg_parent not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent, *parts])
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path | None):
+    """Send file descriptor 2 (so also the kernel's stderr, inherited at spawn) to ``path`` for a while."""
+    if path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as fh:
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_root=None, gpu: int | None = None,
+                threads: int | None = None, notebook: str | os.PathLike | None = None,
+                log_output: bool = False, plot: bool = False, quiet_kernel: bool = True) -> dict:
+    """Papermill the experiment notebook for one run and move its folder into place atomically.
+
+    Returns a summary ``{"run_id", "status", "error", "seconds"}``. Never raises for a failing run: the
+    failure is recorded in the run's ``run.json`` (``status: "failed"``, ``error``: one sentence).
+    ``plot``: the notebook also draws the score histogram (about a second more per run: matplotlib).
+    ``quiet_kernel``: the kernel's own stderr (start-up warnings) goes to ``kernel.log`` in the run folder
+    (uses a process-wide file-descriptor redirect: only for one run at a time per process).
+    """
+    import papermill as pm
+
+    spec = RunSpec.from_dict(spec) if isinstance(spec, dict) else spec
+    _kernel_env()
+    base = runs_dir(profile, results_dir)
+    final = base / spec.run_id
+    tmp = base / TMP / f"{spec.run_id}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    params = spec.config(profile, data_root=data_root, out=tmp)
+    params.update(gpu=gpu, threads=threads, plot=bool(plot))
+    cfg = {k: v for k, v in params.items() if k not in ("gpu", "threads", "plot")}
+    t0 = time.time()
+    error = None
+    try:
+        with _stderr_to(tmp / "kernel.log" if quiet_kernel else None):
+            pm.execute_notebook(str(notebook or EXPERIMENT_NOTEBOOK), str(tmp / "experiment.ipynb"),
+                                parameters=params, kernel_name="python3", progress_bar=False,
+                                log_output=log_output, cwd=str(tmp))
+    except Exception as exc:  # noqa: BLE001 - any failure of the run is recorded, not raised
+        error = _error_sentence(exc)
+    elapsed = time.time() - t0
+    rec_path = tmp / "run.json"
+    rec = None
+    if rec_path.exists():
+        try:
+            rec = read_record(rec_path)
+        except (OSError, json.JSONDecodeError):
+            rec = None
+    if error is None and (rec is None or rec.get("status") != "ok"):
+        error = (rec or {}).get("error") or "the experiment notebook finished without writing an ok run.json"
+    if error is not None:
+        if rec is None or rec.get("status") == "ok":
+            rec = _failed_record(spec, profile, error, cfg, elapsed)
+        else:
+            rec.setdefault("error", error)
+            rec["status"] = "failed"
+        rec.setdefault("run_id", spec.run_id)
+    rec["study"] = {"groups": list(spec.groups), "variant": spec.variant, "notebook_s": round(elapsed, 3)}
+    if isinstance(rec.get("config"), dict) and rec["config"].get("out"):
+        rec["config"]["out"] = str(final)   # where the run lives, not the temporary folder it ran in
+    atomic_write_json(rec_path, rec)
+    # into place: an old (failed) run folder is moved aside first, so the rename is atomic
+    if final.exists():
+        trash = base / TMP / f"old-{spec.run_id}-{os.getpid()}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return {"run_id": spec.run_id, "status": rec["status"], "error": rec.get("error"), "seconds": elapsed}
+
+
+def _dask_task(spec: dict, profile: str, results_dir: str, data_root, gpu_per_worker: bool,
+               plot: bool = False) -> dict:
+    """What a Dask worker runs: one thread per task unless it has a GPU; then :func:`execute_run`."""
+    if not gpu_per_worker:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = "1"
+    return execute_run(spec, profile, results_dir, data_root=data_root, threads=None if gpu_per_worker else 1,
+                       plot=plot)
+
+
+def _gpu_count() -> int:
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if vis is not None:
+        return len([v for v in vis.split(",") if v.strip() and v.strip() != "-1"])
+    try:
+        import torch
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+class Progress:
+    """tqdm over runs: done/failed counts, the running run(s), ETA from the mean run time."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.total, self.done, self.failed, self.times = total, 0, 0, []
+        self.running: list[str] = []
+        self.bar = None
+        if enabled and total:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr)
+
+    def start(self, run_id: str):
+        self.running.append(run_id)
+        self._post()
+
+    def finish(self, res: dict):
+        if res["run_id"] in self.running:
+            self.running.remove(res["run_id"])
+        self.times.append(res["seconds"])
+        self.failed += res["status"] != "ok"
+        self.done += res["status"] == "ok"
+        if self.bar is not None:
+            self.bar.update(1)
+            if res["status"] != "ok":
+                self.bar.write(f"failed: {res['run_id']}: {res['error']}")
+        self._post()
+
+    def _post(self):
+        if self.bar is None:
+            return
+        left = self.total - self.done - self.failed
+        mean = sum(self.times) / len(self.times) if self.times else float("nan")
+        eta = "?" if not self.times else time.strftime("%H:%M:%S", time.gmtime(mean * left))
+        self.bar.set_postfix_str(f"ok={self.done} failed={self.failed} mean={mean:.1f}s eta={eta} "
+                                 f"running={','.join(self.running) or '-'}", refresh=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, executor: str = "local",
+              scheduler: str | None = None, workers: int | None = None, data_root=None,
+              retry_failed: bool = False, progress: bool = True, plot: bool = False,
+              log: Callable[[str], None] = print) -> dict:
+    """Run what is missing among ``specs``; returns counts ``{"done", "failed", "ran", "skipped_done", ...}``."""
+    results_dir = Path(results_dir or default_results_dir())
+    base = runs_dir(profile, results_dir)
+    base.mkdir(parents=True, exist_ok=True)
+    stale = clean_stale_tmp(profile, results_dir)
+    if stale:
+        log(f"removed {len(stale)} unfinished run folder(s) left by an interrupted sweep")
+    todo, already_done, already_failed = [], 0, 0
+    for s in specs:
+        state, _ = run_state(s, profile, results_dir)
+        if state == "done":
+            already_done += 1
+        elif state == "failed" and not retry_failed:
+            already_failed += 1
+        else:
+            todo.append(s)
+    log(f"profile {profile}: {already_done} done, {already_failed} failed (not retried"
+        f"{'' if already_failed == 0 else '; use --retry-failed'}), {len(todo)} to run "
+        f"[{executor}]")
+    results: list[dict] = []
+    prog = Progress(len(todo), enabled=progress)
+    try:
+        if not todo:
+            pass
+        elif executor == "local":
+            ngpu = _gpu_count()
+            if ngpu <= 1:
+                for s in todo:
+                    prog.start(s.run_id)
+                    res = execute_run(s, profile, results_dir, data_root=data_root, gpu=None, plot=plot)
+                    results.append(res)
+                    prog.finish(res)
+            else:
+                from concurrent.futures import ThreadPoolExecutor, as_completed
+                free = list(range(ngpu))
+                with ThreadPoolExecutor(max_workers=ngpu) as pool:
+                    futs = {}
+                    pending = list(todo)
+
+                    def submit():
+                        s = pending.pop(0)
+                        g = free.pop(0)
+                        prog.start(s.run_id)
+                        futs[pool.submit(execute_run, s, profile, results_dir, data_root=data_root, gpu=g,
+                                         plot=plot, quiet_kernel=False)] = g
+
+                    while pending and free:
+                        submit()
+                    while futs:
+                        fut = next(as_completed(futs))
+                        free.append(futs.pop(fut))
+                        res = fut.result()
+                        results.append(res)
+                        prog.finish(res)
+                        while pending and free:
+                            submit()
+        elif executor == "dask":
+            results = _run_dask(todo, profile, results_dir, scheduler=scheduler, workers=workers,
+                                data_root=data_root, prog=prog, log=log, plot=plot)
+        else:
+            raise ValueError(f"unknown executor {executor!r}: expected local or dask")
+    finally:
+        prog.close()
+    ok = sum(r["status"] == "ok" for r in results)
+    return {"ran": len(results), "ok": ok, "failed_now": len(results) - ok, "done_before": already_done,
+            "failed_before": already_failed, "results": results}
+
+
+def _run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler, workers, data_root, prog, log,
+              plot=False):
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+        log(f"dask: connected to {scheduler} ({len(client.scheduler_info()['workers'])} workers)")
+        gpu = False
+    else:
+        n = int(workers or os.cpu_count() or 1)
+        gpu = _gpu_count() > 0
+        cluster = LocalCluster(n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None)
+        client = Client(cluster)
+        log(f"dask: LocalCluster with {n} single-threaded worker processes")
+    results = []
+    try:
+        futs = []
+        for s in todo:
+            prog.start(s.run_id)
+            futs.append(client.submit(_dask_task, s.to_dict(), profile, str(results_dir),
+                                      None if data_root is None else str(data_root), gpu, plot,
+                                      key=f"run-{profile}-{s.run_id}", pure=False, retries=0))
+        for fut in as_completed(futs):
+            try:
+                res = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a worker died: the run stays pending
+                rid = fut.key.split(f"run-{profile}-", 1)[-1]
+                res = {"run_id": rid, "status": "failed", "error": _error_sentence(exc), "seconds": 0.0}
+            results.append(res)
+            prog.finish(res)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results
+
+
+def study_status(plan, results_dir=None) -> dict:
+    """Per group: done / failed / pending run ids; plus the failed runs' errors."""
+    out = {"groups": {}, "failed": {}, "skipped": dict(plan.skipped), "skipped_groups": dict(plan.skipped_groups)}
+    for group, specs in plan.by_group().items():
+        g = {"done": [], "failed": [], "pending": []}
+        for s in specs:
+            state, rec = run_state(s, plan.profile, results_dir)
+            g[state].append(s.run_id)
+            if state == "failed":
+                out["failed"][s.run_id] = (rec or {}).get("error") or "unknown error"
+        out["groups"][group] = g
+    return out
+
+
+def format_exc() -> str:  # pragma: no cover - debugging helper
+    return traceback.format_exc()

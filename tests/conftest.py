@@ -1,0 +1,71 @@
+"""Shared fixtures: a private cache for the whole test session and the synthetic dataset."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory):
+    """A temporary cache folder shared by every test of the session."""
+    return tmp_path_factory.mktemp("dpdl_cache")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch, _session_cache):
+    """Point ``DPDL_CACHE`` at the session's temporary folder unless the caller already set it,
+    so tests never write into the repository."""
+    if not os.environ.get("DPDL_CACHE"):
+        monkeypatch.setenv("DPDL_CACHE", str(_session_cache))
+    yield
+
+
+@pytest.fixture
+def synthetic_root():
+    """The folder of the default synthetic dataset (MVTec layout), generated once per cache."""
+    from dpdl.data import make_synthetic
+
+    return make_synthetic()
+
+
+def write_png(path, size=8, value=128, mode="RGB"):
+    """A tiny image file at ``path`` (parents created)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    color = value if mode in ("L", "P") else tuple([value] * len(mode))
+    Image.new(mode, (size, size), color).save(path)
+    return path
+
+
+def build_mvtec(root, n_train=8, n_test=4, classes=None, reverse=False):
+    """A tiny MVTec-layout folder at ``root``; ``reverse`` creates the files in the opposite order."""
+    classes = classes if classes is not None else {"crack": 5, "hole": 4, "stain": 3}
+    files = [f"train/good/{i:03d}.png" for i in range(n_train)]
+    files += [f"test/good/{i:03d}.png" for i in range(n_test)]
+    for cls, n in classes.items():
+        files += [f"test/{cls}/{i:03d}.png" for i in range(n)]
+    for rel in (reversed(files) if reverse else files):
+        write_png(root / rel, value=(sum(rel.encode()) % 200) + 20)
+    return root
+
+
+@pytest.fixture
+def mvtec_factory(tmp_path):
+    """``make(name="ds", **kw) -> Path``: build a tiny MVTec-layout folder under a temporary directory."""
+    def make(name="ds", **kw):
+        return build_mvtec(tmp_path / name, **kw)
+    return make
+
+
+@pytest.fixture
+def png_writer():
+    """``write(path, size=8, value=128, mode="RGB") -> path``: write a tiny image file."""
+    return write_png
+
+
+@pytest.fixture
+def mvtec_builder():
+    """``build(root, n_train=8, n_test=4, classes=None, reverse=False) -> root``: a tiny MVTec-layout folder."""
+    return build_mvtec

@@ -1,0 +1,159 @@
+"""End to end: a smoke study, the book built from it offline, and the site checked in a headless browser.
+
+The study is the real pipeline (`dpdl study run --profile smoke`, results in a temporary folder); the book is
+built by `dpdl book build --out` into another temporary folder, so the repository is left alone. The browser
+checks need Debian's chromium (`make test` installs it); without one they are skipped, except under CI=true.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpdl import book
+from dpdl.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+DPDL = [sys.executable, "-c", "import sys; from dpdl.cli import main; sys.exit(main())"]
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def _run(args, env=None, timeout=600):
+    proc = subprocess.run(DPDL + list(args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
+    return proc
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    results = tmp_path_factory.mktemp("smoke_results")
+    out = tmp_path_factory.mktemp("book")
+    env = {"DPDL_RESULTS": str(results), "DPDL_CACHE": str(results / "cache")}
+    study = _run(["study", "run", "--profile", "smoke", "--results-dir", str(results), "--no-progress"], env=env)
+    assert study.returncode == 0, f"smoke study failed:\n{study.stdout[-3000:]}\n{study.stderr[-3000:]}"
+    records = list((results / "runs" / "smoke").rglob("run.json"))
+    assert records, "the smoke study wrote no run records"
+    built = _run(["book", "build", "--profile", "smoke", "--results-dir", str(results), "--out", str(out)],
+                 env=env)
+    assert built.returncode == 0, f"dpdl book build failed:\n{built.stdout[-4000:]}\n{built.stderr[-4000:]}"
+    html = out / "_build" / "html"
+    assert (html / "index.html").is_file()
+    return {"html": html, "results": results, "out": out}
+
+
+def _pages(html: Path, pattern: str) -> list[Path]:
+    return sorted((html / "book" / "_generated").glob(pattern))
+
+
+def test_every_toc_page_is_built(site):
+    for f in book.toc_files(REPO_ROOT / "_toc.yml"):
+        assert (site["html"] / f"{f}.html").is_file(), f"{f} was not built"
+
+
+def test_no_broken_links_images_or_network_resources(site):
+    assert book.check_site(site["html"]) == []
+
+
+def test_pages_label_the_profile_and_point_to_provenance(site):
+    for page in _pages(site["html"], "report_*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert "Profile: smoke" in text, f"{page.name} does not name its profile"
+    summary = (site["html"] / "book" / "_generated" / "report_summary.html").read_text(encoding="utf-8")
+    assert "With the smoke profile" in summary or "with the smoke profile" in summary
+    prov = (site["html"] / "book" / "_generated" / "report_provenance.html").read_text(encoding="utf-8")
+    run_ids = [p.parent.name for p in (site["results"] / "runs" / "smoke").rglob("run.json")]
+    missing = [r for r in run_ids if r not in prov]
+    assert not missing, f"run records missing from the provenance page: {missing[:5]}"
+    assert "dpdl train --dataset synthetic" in prov
+
+
+def test_generated_notebooks_hide_parameters(site):
+    import nbformat
+
+    nb = nbformat.read(site["out"] / "src" / "book" / "_generated" / "report_summary.ipynb", as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and all("remove-cell" in c.metadata["tags"] for c in injected)
+
+
+def test_no_cdn_mathjax(site):
+    method = (site["html"] / "book" / "method.html").read_text(encoding="utf-8")
+    assert re.search(r'<script[^>]+src="[^"]*_static/mathjax/tex-chtml\.js', method)
+    assert "cdn.jsdelivr.net" not in method and "fonts.googleapis" not in method
+
+
+# ----------------------------------------------------------------------------------------------- browser
+def _chromium() -> str | None:
+    explicit = os.environ.get("CHROMIUM")
+    if explicit and shutil.which(explicit):
+        return shutil.which(explicit)
+    for name in CHROMIUM_NAMES:
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    exe = _chromium()
+    if exe is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is required in CI (make test installs Debian's chromium) but was not found")
+        pytest.skip("no chromium found (install Debian's `chromium`, as `make test` does); browser checks skipped")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", f"--user-data-dir={profile}"]
+
+    def dump(path: Path, budget_ms: int = 5000) -> str:
+        proc = subprocess.run(flags + [f"--virtual-time-budget={budget_ms}", "--dump-dom", path.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"chromium failed on {path}: {proc.stderr[-2000:]}"
+        return proc.stdout
+
+    def screenshot(path: Path, png: Path) -> None:
+        proc = subprocess.run(flags + ["--virtual-time-budget=5000", "--window-size=1400,1800",
+                                       f"--screenshot={png}", path.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and png.is_file(), f"chromium screenshot failed: {proc.stderr[-2000:]}"
+
+    return {"dump": dump, "screenshot": screenshot}
+
+
+def _count(dom: str, tag: str) -> int:
+    return len(re.findall(rf"<{tag}[\s>]", dom, flags=re.IGNORECASE))
+
+
+def test_index_loads_in_a_browser_with_its_table(site, browser, tmp_path):
+    dom = browser["dump"](site["html"] / "index.html")
+    assert "DPDL — a reproduction study" in dom
+    assert "Introduction" in dom and "Profile: smoke" in dom
+    assert _count(dom, "table") >= 1, "the introduction's verdict table is missing"
+    png = tmp_path / "index.png"
+    browser["screenshot"](site["html"] / "index.html", png)
+    assert png.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_table_and_figure_pages_load_in_a_browser(site, browser):
+    pages = _pages(site["html"], "report_table*.html") + _pages(site["html"], "report_fig*.html")
+    expected = [n for n in book.report_notebooks(REPO_ROOT / "_toc.yml") if n.startswith(("report_table", "report_fig"))]
+    assert len(pages) == len(expected)
+    for page in pages:
+        dom = browser["dump"](page)
+        assert "Profile: smoke" in dom, f"{page.name}: no profile label"
+        if page.name.startswith("report_table"):
+            assert _count(dom, "table") >= 1, f"{page.name}: no table"
+        else:
+            assert _count(dom, "img") >= 1, f"{page.name}: no figure"
+        assert "ERR_FILE_NOT_FOUND" not in dom
+
+
+def test_equations_render_offline(site, browser):
+    dom = browser["dump"](site["html"] / "book" / "method.html", budget_ms=10000)
+    assert _count(dom, "mjx-container") >= 20, "MathJax did not typeset the method page"
+    assert _count(dom, "mjx-merror") == 0, "MathJax reported a TeX error on the method page"

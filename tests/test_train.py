@@ -1,0 +1,114 @@
+"""The training loop on the synthetic data (``smoke`` profile): learns, is deterministic, fails clearly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dpdl.records import read_record
+from dpdl.train import RunConfig, batch_counts, parse_heads, run, variant_tag
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    rec = run(RunConfig("synthetic", profile="smoke", anomalies=5, seed=0, out=str(out)), progress=False)
+    return out, rec
+
+
+def test_smoke_run_learns_and_writes_a_record(smoke_run):
+    out, rec = smoke_run
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["metrics"]["auc"] > 0.7
+    disk = read_record(out / "run.json")
+    assert disk["metrics"] == rec["metrics"]
+    for key in ("schema", "run_id", "profile", "profile_settings", "deviations", "config", "dataset", "setting",
+                "anomalies", "seed", "backbone", "variant", "split", "timings", "code_version", "date", "host"):
+        assert key in disk
+    assert disk["backbone"] == "mobilenet_v2" and disk["variant"] == "full" and disk["profile"] == "smoke"
+    assert disk["split"]["train_anomaly"] == 5 and len(disk["split"]["fingerprint"]) == 16
+    for key in ("features_s", "train_s", "test_s", "total_s", "step_dpdl_ms", "step_backbone_ms"):
+        assert key in disk["timings"]
+    assert (out / "model.pt").is_file() and (out / "scores.json").is_file()
+
+
+def test_same_seed_same_auc(smoke_run):
+    _, rec = smoke_run
+    again = run(RunConfig("synthetic", profile="smoke", anomalies=5, seed=0), progress=False)
+    assert again["metrics"] == rec["metrics"]
+    assert again["losses"] == rec["losses"]
+
+
+def test_non_finite_loss_fails_the_run_naming_step_and_term(tmp_path, monkeypatch):
+    from dpdl import dispersion, model
+    calls = {"n": 0}
+    real = model.dispersion_loss
+
+    def bad(z, kappa):
+        calls["n"] += 1
+        v = real(z, kappa)
+        return v * float("nan") if calls["n"] >= 3 else v
+
+    monkeypatch.setattr(model, "dispersion_loss", bad)
+    rec = run(RunConfig("synthetic", profile="smoke", anomalies=5, seed=0, out=str(tmp_path)), progress=False)
+    assert rec["status"] == "failed"
+    assert "step 2" in rec["error"] and "dfl" in rec["error"]
+    disk = read_record(tmp_path / "run.json")
+    assert disk["status"] == "failed" and disk["error"] == rec["error"]
+    assert not (tmp_path / "model.pt").exists()
+    assert dispersion  # imported module untouched
+
+
+def test_bad_input_is_one_clear_error(tmp_path, smoke_run):
+    with pytest.raises(ValueError, match="unknown backbone"):
+        run(RunConfig("synthetic", profile="smoke", backbone="vgg"), progress=False)
+    with pytest.raises(ValueError, match="unknown profile"):
+        run(RunConfig("synthetic", profile="gpu"), progress=False)
+    with pytest.raises(ValueError, match="bad heads"):
+        run(RunConfig("synthetic", profile="smoke", heads="a,x"), progress=False)
+    with pytest.raises(ValueError):
+        run(RunConfig("synthetic", profile="smoke", anomalies=10 ** 6), progress=False)
+    out, rec = smoke_run
+    before = (out / "run.json").read_text()
+    with pytest.raises(ValueError, match="already holds a finished run"):
+        run(RunConfig("synthetic", profile="smoke", anomalies=5, out=str(out)), progress=False)
+    assert (out / "run.json").read_text() == before
+
+
+def test_helpers():
+    assert parse_heads("r, a") == ("a", "r")
+    assert batch_counts(48, 10, 0.5, True) == (32, 8, 8)
+    assert batch_counts(48, 0, 0.5, True) == (32, 0, 16)
+    assert variant_tag(RunConfig("x")) == "full"
+    assert variant_tag(RunConfig("x", use_dpl=False)) == "no_dpl"
+    assert variant_tag(RunConfig("x", heads="a,r")) == "heads=a,r"
+    assert variant_tag(RunConfig("x", prototypes=16)) == "C=16"
+    assert variant_tag(RunConfig("x", eps=0.01)) == "eps=0.01"
+    assert variant_tag(RunConfig("x", kappa=1)) == "kappa=1"
+    assert variant_tag(RunConfig("x", lam=0.1)) == "lam=0.1"
+
+
+def test_cli_train_and_score(tmp_path, capsys, synthetic_root):
+    from dpdl.cli import main
+    out = tmp_path / "cli"
+    rc = main(["train", "--dataset", "synthetic", "--profile", "smoke", "--anomalies", "3", "--seed", "1",
+               "--heads", "a,r", "--out", str(out), "--quiet"])
+    assert rc == 0
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "ok" and rec["variant"] == "heads=a,r" and rec["seed"] == 1
+    normal = sorted((synthetic_root / "test" / "good").iterdir())[:3]
+    anomal = sorted((synthetic_root / "test" / "spot").iterdir())[:3]
+    capsys.readouterr()
+    rc = main(["score", "--model", str(out), "--images", *map(str, normal + anomal), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["scores"]) == 6 and all(isinstance(r["score"], float) for r in res["scores"])
+    # the saved model gives the scores the run recorded for the same test images
+    saved = json.loads((out / "scores.json").read_text())
+    by_key = dict(zip(saved["keys"], saved["scores"]))
+    key = next(k for k in by_key if k.endswith(normal[0].name) and "/good/" in k)
+    assert res["scores"][0]["score"] == pytest.approx(by_key[key], abs=1e-3)
+    assert main(["train", "--dataset", "synthetic", "--profile", "smoke", "--backbone", "nope",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert main(["score", "--model", str(tmp_path / "nowhere"), "--images", str(normal[0])]) == 2

@@ -143,6 +143,15 @@ def _load_state(path: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------- stages
 
+def combine_taps(taps: dict[str, torch.Tensor], layers: tuple[str, ...]) -> torch.Tensor:
+    """{tap: (B, C_tap, h_tap, w_tap)} -> (B, sum C_tap, h, w) at the finest resolution among ``layers``."""
+    maps = [taps[t] for t in layers]
+    size = max((m.shape[-2:] for m in maps), key=lambda hw: hw[0] * hw[1])
+    maps = [m if m.shape[-2:] == size else F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False)
+            .to(m.dtype) for m in maps]
+    return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+
+
 class _Seq(nn.Module):
     """Run a list of modules one after the other (EfficientNet's blocks take no extra arguments here)."""
 
@@ -207,24 +216,31 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         info = BACKBONES[name]
         self.name, self.layers, self.weights_file = name, layers, weights_file
-        depth = max(TAP_ORDER.index(t) for t in layers) + 1
-        self.stages = nn.ModuleList(stages[:depth])
+        self.stages = nn.ModuleList(stages)
         self.out_channels = sum(info.taps[t][0] for t in layers)
         self.stride = info.taps[layers[0]][1]
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def taps(self, images: torch.Tensor, which: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """Images in [0, 1] (B, 3, S, S) -> {tap: map (B, C_tap, S/stride_tap, S/stride_tap)} for ``which``
+        (default: this extractor's layers); stages past the deepest tap asked for are not run."""
+        which = tuple(which or self.layers)
+        depth = max(TAP_ORDER.index(t) for t in which) + 1
         h = (images - self.mean) / self.std
-        maps = []
-        for tap, stage in zip(TAP_ORDER, self.stages):
+        out = {}
+        for tap, stage in zip(TAP_ORDER[:depth], self.stages):
             h = stage(h)
-            if tap in self.layers:
-                maps.append(h)
-        size = maps[0].shape[-2:]
-        maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-                for m in maps]
-        return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+            if tap in which:
+                out[tap] = h
+        return out
+
+    def combine(self, taps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """{tap: map} -> one map: this extractor's taps resized (bilinear) to the finest one and concatenated."""
+        return combine_taps(taps, self.layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.taps(images))
 
     def freeze(self) -> "FeatureExtractor":
         """Eval mode (BN statistics fixed) and no gradients: the frozen-backbone profiles."""

@@ -157,8 +157,27 @@ def ensure_mathjax(static_dir: Path) -> Path:
     return target
 
 
-def _tag_cells(nb_path: Path) -> None:
-    """Hide the papermill parameters cell and fold the code of the other cells (the output stays visible)."""
+# What a report page's numbers are, when not run records of the profile (the banner's second sentence).
+BANNER_SOURCES = {
+    "report_table4_datasets": "The counts are computed from the data on this machine, not from run records.",
+}
+
+
+def profile_banner(profile: str, name: str = "", deviations_link: str = "../deviations.md",
+                   provenance_link: str = "report_provenance.ipynb") -> str:
+    """The MyST admonition that heads every report page: the profile of its numbers and where they come from."""
+    note = PROFILE_NOTES.get(profile, "a custom profile")
+    kind = "note" if profile == "paper" else "warning"
+    source = BANNER_SOURCES.get(name) or (
+        f"Every result on this page comes from run records of the **{profile}** profile; "
+        f"[Provenance]({provenance_link}) lists them, with the command that reruns each.")
+    return (f":::{{admonition}} Profile: {profile}\n:class: {kind}\n"
+            f"Profile **{profile}**: {note}. {source} "
+            f"[Deviations]({deviations_link}) lists every difference from the paper.\n:::")
+
+
+def _finish_notebook(nb_path: Path, profile: str, name: str) -> None:
+    """Head the page with the profile banner, hide the papermill parameters, fold the code (outputs stay)."""
     import nbformat
 
     nb = nbformat.read(nb_path, as_version=4)
@@ -172,6 +191,12 @@ def _tag_cells(nb_path: Path) -> None:
         elif not any(t.startswith(("remove-", "hide-")) for t in tags):
             tags.append("hide-input")
         cell.metadata["tags"] = tags
+    if not any("dpdl-profile-banner" in c.metadata.get("tags", []) for c in nb.cells):
+        banner = nbformat.v4.new_markdown_cell(profile_banner(profile, name))
+        banner.metadata["tags"] = ["dpdl-profile-banner"]
+        first = nb.cells[0] if nb.cells else None
+        at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ") else 0
+        nb.cells.insert(at, banner)
     nbformat.write(nb, nb_path)
 
 
@@ -188,37 +213,63 @@ def _notebook_error(nb_path: Path) -> str:
     return "unknown error"
 
 
-def execute_reports(names: Iterable[str], notebooks_dir: Path, gen_dir: Path, profile: str,
-                    results: Path, execute: bool = True, log=print) -> dict[str, float]:
-    """Execute each report notebook with papermill into ``gen_dir``; seconds per notebook."""
+def _execute_one(src: str, dst: str, profile: str, results: str, cwd: str) -> str | None:
+    """Run one notebook with papermill (in a worker process); None when it ran, else the error in one line."""
     import papermill
 
+    try:
+        papermill.execute_notebook(src, dst, parameters={"profile": profile, "results_dir": results},
+                                   kernel_name="python3", cwd=cwd, progress_bar=False, log_output=False,
+                                   execution_timeout=1800)
+    except Exception as exc:  # papermill raises PapermillExecutionError, nbclient errors, ...
+        ename = getattr(exc, "ename", None)
+        if ename:
+            return f"{ename}: {getattr(exc, 'evalue', '')}"
+        detail = _notebook_error(Path(dst))
+        return detail if detail != "unknown error" else f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+def execute_reports(names: Iterable[str], notebooks_dir: Path, gen_dir: Path, profile: str,
+                    results: Path, execute: bool = True, jobs: int | None = None, log=print) -> dict[str, float]:
+    """Execute each report notebook with papermill into ``gen_dir`` (``jobs`` at a time); seconds per notebook.
+
+    A notebook that raises stops the build with a :class:`BookError` naming it (and its executed copy, which
+    holds the traceback)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    names = list(names)
     gen_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
-    for name in names:
-        src = notebooks_dir / f"{name}.ipynb"
-        dst = gen_dir / f"{name}.ipynb"
-        t0 = time.perf_counter()
-        if not execute:
+    if not execute:
+        for name in names:
+            dst = gen_dir / f"{name}.ipynb"
             if not dst.is_file():
                 log(f"  {name}: no executed copy in {gen_dir}; using the notebook unexecuted (--no-execute)")
-                shutil.copy2(src, dst)
-        else:
+                shutil.copy2(notebooks_dir / f"{name}.ipynb", dst)
+            _finish_notebook(dst, profile, name)
+        return seconds
+    jobs = max(1, min(jobs or min(2, os.cpu_count() or 1), len(names) or 1))
+    failures: dict[str, str] = {}
+    cwd = str(notebooks_dir.parent)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {}
+        for name in names:
             log(f"  executing notebooks/{name}.ipynb (profile={profile})")
-            try:
-                papermill.execute_notebook(
-                    str(src), str(dst), parameters={"profile": profile, "results_dir": str(results)},
-                    kernel_name="python3", cwd=str(notebooks_dir.parent), progress_bar=False,
-                    log_output=False, execution_timeout=1800)
-            except Exception as exc:  # papermill raises PapermillExecutionError, nbclient errors, ...
-                detail = getattr(exc, "ename", None)
-                detail = f"{detail}: {getattr(exc, 'evalue', '')}" if detail else _notebook_error(dst)
-                if detail == "unknown error":
-                    detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                raise BookError(f"report notebook notebooks/{name}.ipynb failed ({detail}); "
-                                f"the executed copy with the traceback is {dst}") from None
-        _tag_cells(dst)
-        seconds[name] = round(time.perf_counter() - t0, 2)
+            futures[name] = (time.perf_counter(), pool.submit(
+                _execute_one, str(notebooks_dir / f"{name}.ipynb"), str(gen_dir / f"{name}.ipynb"),
+                profile, str(results), cwd))
+        for name, (t0, fut) in futures.items():
+            error = fut.result()
+            seconds[name] = round(time.perf_counter() - t0, 2)
+            if error:
+                failures[name] = error
+    if failures:
+        lines = [f"report notebook notebooks/{n}.ipynb failed ({e}); the executed copy with the traceback is "
+                 f"{gen_dir / (n + '.ipynb')}" for n, e in failures.items()]
+        raise BookError("\n".join(lines))
+    for name in names:
+        _finish_notebook(gen_dir / f"{name}.ipynb", profile, name)
     return seconds
 
 
@@ -277,7 +328,8 @@ def parse_page(path: Path) -> _PageParser:
 def check_site(html_dir: Path) -> list[str]:
     """Broken local links, images and anchors, and network resources, in every page of a built site."""
     html_dir = Path(html_dir)
-    pages = sorted(html_dir.rglob("*.html"))
+    # the pages (not the theme's template fragments that sit in _static/)
+    pages = sorted(p for p in html_dir.rglob("*.html") if "_static" not in p.relative_to(html_dir).parts)
     if not (html_dir / "index.html").is_file():
         return [f"{html_dir}/index.html is missing"]
     parsed = {p.resolve(): parse_page(p) for p in pages}
@@ -317,7 +369,7 @@ def _is_stylesheet_link(parser: _PageParser, value: str) -> bool:
 
 # ------------------------------------------------------------------------------------------ the command
 def build(profile: str = "cpu", results: str | os.PathLike | None = None, execute: bool = True,
-          out: str | os.PathLike | None = None, log=print) -> Path:
+          out: str | os.PathLike | None = None, jobs: int | None = None, log=print) -> Path:
     """Build the book; returns the folder of the HTML site (``_build/html``)."""
     t0 = time.perf_counter()
     results = Path(results).expanduser().resolve() if results else default_results_dir()
@@ -334,7 +386,8 @@ def build(profile: str = "cpu", results: str | os.PathLike | None = None, execut
     names = report_notebooks(src_root / TOC_NAME)
     log(f"dpdl book build: {len(names)} report notebooks, profile={profile}, results={results}")
     gen_dir = src_root / GENERATED
-    seconds = execute_reports(names, notebooks_dir, gen_dir, profile, results, execute=execute, log=log)
+    seconds = execute_reports(names, notebooks_dir, gen_dir, profile, results, execute=execute, jobs=jobs,
+                              log=log)
     t1 = time.perf_counter()
     run_jupyter_book(src_root, path_output, log=log)
     html_dir = path_output / "_build" / "html"
@@ -342,7 +395,7 @@ def build(profile: str = "cpu", results: str | os.PathLike | None = None, execut
     if problems:
         raise BookError(f"the built site {html_dir} has {len(problems)} broken links or network resources:\n  "
                         + "\n  ".join(problems[:40]))
-    timing = {"profile": profile, "results_dir": str(results), "notebooks_s": seconds,
+    timing = {"profile": profile, "results_dir": str(results), "notebooks_done_after_s": seconds,
               "execute_s": round(t1 - t0, 2), "jupyter_book_s": round(time.perf_counter() - t1, 2),
               "total_s": round(time.perf_counter() - t0, 2)}
     (html_dir / "_book_build.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
@@ -353,7 +406,8 @@ def build(profile: str = "cpu", results: str | os.PathLike | None = None, execut
 
 def _cmd_build(args) -> int:
     try:
-        build(profile=args.profile, results=args.results_dir, execute=not args.no_execute, out=args.out)
+        build(profile=args.profile, results=args.results_dir, execute=not args.no_execute, out=args.out,
+              jobs=args.jobs)
     except BookError as exc:
         raise _user_error(str(exc)) from None
     return 0
@@ -372,6 +426,8 @@ def register(subparsers) -> None:
     b.add_argument("--out", default=None,
                    help="build in this folder (sources copied to OUT/src, site in OUT/_build/html) "
                         "instead of the repository")
+    b.add_argument("--jobs", type=int, default=None,
+                   help="report notebooks executed at once (default: 2, or 1 on a 1-core machine)")
     b.set_defaults(func=_cmd_build)
 
 
@@ -382,15 +438,6 @@ PAPER_NAMES = {"elpv": "ELPV", "brainmri": "BrainMRI", "sdd": "SDD", "headct": "
 MVTEC_SUBSETS = ("carpet", "grid", "leather", "tile", "wood", "bottle", "capsule", "pill", "transistor",
                  "zipper", "cable", "hazelnut", "metal_nut", "screw", "toothbrush")
 TOLERANCE = 0.02  # AUC: "supports" when our mean is at most this far below the paper's DPDL (or above it)
-
-
-def profile_banner(profile: str, deviations_link: str = "../deviations.md") -> str:
-    """A MyST admonition that labels a page's numbers with their profile (display it as Markdown)."""
-    note = PROFILE_NOTES.get(profile, "a custom profile")
-    kind = "note" if profile == "paper" else "warning"
-    return (f":::{{admonition}} Profile: {profile}\n:class: {kind}\n"
-            f"Every number on this page comes from run records of the **{profile}** profile: {note}. "
-            f"See [Deviations]({deviations_link}) for how this differs from the paper.\n:::\n")
 
 
 def load_records(results: str | os.PathLike | None = None, profile: str | None = None):

@@ -15,7 +15,8 @@ function here normalises it, so φ1 is a probability density).
 
     φ1(y) = Σ_c α_c N(y | µ_c, ε Σ_c)                       (component covariance ε·σ_c)
 
-and the Schrödinger potential of Eq. (3)/(10) is v*(y) = exp(‖y‖²/2ε) φ1(y).
+(LightSB's "adjusted" potential v_θ), and the Schrödinger potential of Eq. (3)/(10) is
+v*(y) = exp(‖y‖²/2ε) φ1(y).
 
 **Normaliser (Eq. 12).** ϖ(x) = ∫ exp(⟨x, y⟩/ε) φ1(y) dy is a mixture of Gaussian moment-generating
 functions evaluated at x/ε::
@@ -62,6 +63,13 @@ Known issues, documented rather than "fixed" (the functions below are exactly th
   +½ Σ_d log σ_{c,d}, so σ → 0 decreases it without limit while log ϖ stays bounded.
 * Scale: for ε = 10⁻³ and D ≈ 10⁵ both terms are O(D/ε) ≈ 10⁸ (e.g. −(D/2) log 2πε in log φ1).
   :class:`dpdl.model.DPDLModel` multiplies them by ε/D by default (``dpl_scale="per_dim"``, a deviation).
+
+Observation (for the book): the plan's component weights w_c(x) ∝ α_c exp((xᵀΣ_c x + 2µ_cᵀx)/2ε) rank
+prototypes by *inner product*, not by distance: with σ_c = 1 (the initialisation) they reduce to
+α_c exp(µ_cᵀx/ε), so a prototype with a large norm can win over the nearest one (nearest would be
+argmax_c µ_cᵀx − ‖µ_c‖²/2).  At ε = 10⁻³ and D ≈ 10⁵ the weights are one-hot.  This is the quadratic-cost
+EOT itself (LightSB has the same form), not an implementation choice.  When every row of a batch picks the
+same component, the α-gradient of L^n + L^a is exactly zero.
 
 Numerics: everything stays in log space (logsumexp over components, matmuls for the quadratic forms,
 the O(D/ε) logits of Eqs. 8, 12, 13 accumulated in float64 and returned in the input dtype);

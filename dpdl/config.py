@@ -28,6 +28,7 @@ class Profile:
     pseudo_share: float = 0.5   # share of the anomaly third of a batch given to pseudo anomalies
     grad_clip: float = 0.0      # >0: clip the gradient norm (not in the paper)
     num_workers: int = 0        # image-loading workers (image mode only)
+    threads: int = 0            # >0: torch intra-op threads during the run (0: leave torch's default)
     device: str = "auto"        # "auto" = CUDA when present
 
     def to_dict(self) -> dict:
@@ -73,7 +74,7 @@ PROFILES: dict[str, Profile] = {
                    adapter_dim=128, pseudo_per_image=1, feature_layers="mid+last", device="cpu"),
     "smoke": Profile(name="smoke", image_size=64, backbone="mobilenet_v2", finetune_backbone=False,
                      feature_cache=True, epochs=3, iters_per_epoch=5, batch_size=24, lr=1e-3,
-                     adapter_dim=32, pseudo_per_image=1, feature_layers="mid+last", device="cpu"),
+                     adapter_dim=32, pseudo_per_image=1, feature_layers="mid+last", threads=1, device="cpu"),
 }
 
 

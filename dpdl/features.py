@@ -1,8 +1,10 @@
 """Frozen-backbone features, extracted once and cached on disk (the ``cpu`` and ``smoke`` profiles).
 
-Layout: ``dpdl.paths.cache_dir()/features/<backbone>_<layers>_<size>/<dataset>/<hh>/<digest>.pt``, one file per
-item (an image, or the ``v``-th fixed CutMix pseudo anomaly of an image), keyed by the sample key and path. Each
-file holds ``{"meta": {...}, "feat": float16 tensor (C, H, W)}``; ``meta`` names the backbone, taps, image size,
+Layout: ``dpdl.paths.cache_dir()/features/<backbone>_<size>/<dataset>/<hh>/<digest>.pt``, one file per item (an
+image, or the ``v``-th fixed CutMix pseudo anomaly of an image), keyed by the sample key and path. Each file holds
+``{"meta": {...}, "low"|"mid"|"last": float16 tensor (C_tap, h_tap, w_tap)}``: every tap of the backbone at its own
+resolution, so that any choice of taps (``"last"``, ``"mid+last"``, ...) reuses one extraction; the chosen taps are
+resized and concatenated on loading (dpdl.backbones.combine_taps). ``meta`` names the backbone, image size,
 weight file, item and a fingerprint of the source image file (path, size, mtime), so a stale entry (image changed,
 other weights) or a corrupt one is detected and rebuilt. Writes are atomic (temp file + rename): concurrent runs
 may share the cache. The cache is shared across runs and seeds.
@@ -21,11 +23,11 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .backbones import FeatureExtractor
+from .backbones import TAP_ORDER, FeatureExtractor, combine_taps
 from .cutmix import pseudo_anomaly
 from .paths import cache_dir
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 log = logging.getLogger(__name__)
 
 
@@ -77,7 +79,7 @@ class FeatureCache:
     def __init__(self, extractor: FeatureExtractor, image_size: int, dataset: str, root: str | os.PathLike | None = None):
         self.extractor, self.image_size, self.dataset = extractor, image_size, dataset
         base = Path(root) if root is not None else cache_dir() / "features"
-        self.dir = base / f"{extractor.name}_{'+'.join(extractor.layers)}_{image_size}" / dataset
+        self.dir = base / f"{extractor.name}_{image_size}" / dataset
         self.stats = CacheStats()
 
     def path(self, item: Item) -> Path:
@@ -85,33 +87,40 @@ class FeatureCache:
         return self.dir / digest[:2] / f"{digest}.pt"
 
     def meta(self, item: Item) -> dict:
-        return {"version": CACHE_VERSION, "backbone": self.extractor.name, "layers": "+".join(self.extractor.layers),
+        return {"version": CACHE_VERSION, "backbone": self.extractor.name,
                 "weights": str(self.extractor.weights_file), "image_size": self.image_size, "key": item.key,
                 "pseudo": item.pseudo, "source": source_fingerprint(item.sample)}
 
-    def _read(self, item: Item, shape: tuple) -> torch.Tensor | None:
+    def tap_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """(C, h, w) of each tap at this image size."""
+        from .backbones import BACKBONES
+        side = self.image_size
+        return {t: (c, -(-side // st), -(-side // st)) for t, (c, st) in BACKBONES[self.extractor.name].taps.items()}
+
+    def _read(self, item: Item, shapes: dict) -> dict | None:
         p = self.path(item)
         if not p.exists():
             return None
         try:
             blob = torch.load(p, map_location="cpu", weights_only=True)
             ok = (isinstance(blob, dict) and blob.get("meta") == self.meta(item)
-                  and tuple(blob["feat"].shape) == shape and bool(torch.isfinite(blob["feat"]).all()))
+                  and all(tuple(blob[t].shape) == shapes[t] and bool(torch.isfinite(blob[t]).all())
+                          for t in TAP_ORDER))
         except Exception:  # truncated, corrupt, not ours
             ok = False
         if not ok:
             log.warning("feature cache entry %s is stale or corrupt: rebuilding it", p)
             self.stats.rebuilt += 1
             return None
-        return blob["feat"]
+        return blob
 
-    def _write(self, item: Item, feat: torch.Tensor) -> None:
+    def _write(self, item: Item, taps: dict) -> None:
         p = self.path(item)
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".tmp", dir=p.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                torch.save({"meta": self.meta(item), "feat": feat.clone()}, fh)
+                torch.save({"meta": self.meta(item), **{t: v.clone() for t, v in taps.items()}}, fh)
             os.replace(tmp, p)
         except BaseException:
             if os.path.exists(tmp):
@@ -119,44 +128,63 @@ class FeatureCache:
             raise
 
     @torch.no_grad()
-    def get(self, items: Sequence[Item], batch_size: int = 32, progress: bool = False,
-            loader: Callable | None = None, desc: str = "features") -> torch.Tensor:
-        """Features of ``items``: (N, C, H, W) float16, read from disk or extracted (then written) in batches."""
-        from .backbones import feature_shape
-        shape = feature_shape(self.extractor.name, "+".join(self.extractor.layers), self.image_size)
-        out = torch.empty((len(items),) + shape, dtype=torch.float16)
+    def get_taps(self, items: Sequence[Item], batch_size: int = 32, progress: bool = False,
+                 loader: Callable | None = None, desc: str = "features") -> dict[str, torch.Tensor]:
+        """Every tap of ``items``: {tap: (N, C_tap, h, w) float16}, read from disk or extracted (then written)."""
+        shapes = self.tap_shapes()
+        out = {t: torch.empty((len(items),) + shapes[t], dtype=torch.float16) for t in TAP_ORDER}
         t0 = time.perf_counter()
         todo = []
         for i, item in enumerate(items):
-            feat = self._read(item, shape)
-            if feat is None:
+            blob = self._read(item, shapes)
+            if blob is None:
                 todo.append(i)
             else:
-                out[i] = feat
+                for t in TAP_ORDER:
+                    out[t][i] = blob[t]
         self.stats.hits += len(items) - len(todo)
         self.stats.misses += len(todo)
         self.stats.load_s += time.perf_counter() - t0
         if todo:
             t1 = time.perf_counter()
             self.extractor.eval()
+            dev = next(iter(self.extractor.parameters())).device
             bar = tqdm(total=len(todo), desc=f"{desc} ({self.extractor.name}, {self.image_size}px)",
                        disable=not progress, leave=False, unit="img")
             for s in range(0, len(todo), batch_size):
                 idx = todo[s:s + batch_size]
                 imgs = torch.stack([load_item(items[i], self.image_size, loader) for i in idx])
-                dev = next(iter(self.extractor.parameters())).device
-                feats = self.extractor(imgs.to(dev)).float().cpu()
-                if not torch.isfinite(feats).all():
-                    raise ValueError(f"backbone {self.extractor.name} gave non-finite features for "
-                                     f"{items[idx[0]].key} (or its batch)")
+                taps = self.extractor.taps(imgs.to(dev), TAP_ORDER)
+                for t, v in taps.items():
+                    if not torch.isfinite(v).all():
+                        raise ValueError(f"backbone {self.extractor.name} gave non-finite features for "
+                                         f"{items[idx[0]].key} (or its batch)")
                 for j, i in enumerate(idx):
-                    f16 = feats[j].to(torch.float16)
-                    out[i] = f16
-                    self._write(items[i], f16)
+                    one = {t: taps[t][j].float().cpu().to(torch.float16) for t in TAP_ORDER}
+                    for t in TAP_ORDER:
+                        out[t][i] = one[t]
+                    self._write(items[i], one)
                 bar.update(len(idx))
             bar.close()
             self.stats.extract_s += time.perf_counter() - t1
         return out
+
+    def get(self, items: Sequence[Item], batch_size: int = 32, progress: bool = False,
+            loader: Callable | None = None, desc: str = "features", chunk: int = 256) -> torch.Tensor:
+        """The extractor's map (its taps combined) of ``items``: (N, C, H, W) float16."""
+        taps = self.get_taps(items, batch_size, progress, loader, desc)
+        return combine_all(taps, self.extractor.layers, chunk)
+
+
+def combine_all(taps: dict[str, torch.Tensor], layers: tuple[str, ...], chunk: int = 256) -> torch.Tensor:
+    """{tap: (N, C_tap, h, w)} -> (N, C, H, W) float16, in chunks (resize + concatenate, see combine_taps)."""
+    n = len(next(iter(taps.values())))
+    parts = [combine_taps({t: taps[t][s:s + chunk].float() for t in layers}, layers).to(torch.float16)
+             for s in range(0, n, chunk)]
+    if parts:
+        return torch.cat(parts)
+    one = combine_taps({t: taps[t][:1].float() for t in layers}, layers)
+    return torch.empty((0,) + tuple(one.shape[1:]), dtype=torch.float16)
 
 
 def extract_uncached(extractor: FeatureExtractor, items: Sequence[Item], image_size: int, batch_size: int = 32,

@@ -21,7 +21,7 @@ Decisions (see also :mod:`dpdl.bridge`, :mod:`dpdl.heads`, :mod:`dpdl.prototypes
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

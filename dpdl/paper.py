@@ -55,7 +55,7 @@ def match_class(paper_classes, ours: str) -> str | None:
     for c in classes:
         if norm_class(c) == n:
             return c
-    for c in classes:
+    for c in sorted(classes, key=lambda c: -len(norm_class(c))):   # the longest prefix wins
         p = norm_class(c)
         if min(len(p), len(n)) >= 4 and (p.startswith(n) or n.startswith(p)):
             return c
@@ -65,7 +65,8 @@ def match_class(paper_classes, ours: str) -> str | None:
 def _read(path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"paper table {path} is missing")
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    text_cols = {c: str for c in ("subset", "class", "note", "type", "dataset", "method", "setting")}
+    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text_cols)
 
 
 def _with_key(df: pd.DataFrame, col: str = "dataset") -> pd.DataFrame:

@@ -560,8 +560,10 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
                        "train_anomaly_keys": [s.key for s in split.train_anomaly]}
     if profile.feature_cache and backbone == "resnet18":
         pass  # allowed: frozen ResNet-18 features (weights must be present)
-    det_was = torch.are_deterministic_algorithms_enabled()
+    det_was, threads_was = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    if profile.threads:
+        torch.set_num_threads(profile.threads)
     try:
         runner = _run_features if profile.feature_cache else _run_images
         net, labels, scores = runner(ctx, split)
@@ -578,6 +580,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         record["status"], record["error"] = "failed", str(exc)
     finally:
         torch.use_deterministic_algorithms(det_was)
+        torch.set_num_threads(threads_was)
     train = ctx.extra.pop("train", None)
     if train:
         ms = train["ms"]
@@ -590,6 +593,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     record["timings"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ctx.timings.items()}
     record.update({k: v for k, v in ctx.extra.items()})
     record["host"] = host_info(device)
+    record["host"]["threads"] = profile.threads or threads_was
     if out is not None:
         atomic_write_json(out / "run.json", _jsonable(record))
     return record
@@ -607,3 +611,32 @@ def _jsonable(obj):
 
 def config_fields() -> list[str]:
     return [f.name for f in fields(RunConfig)]
+
+
+def prepare_features(dataset: str, profile: str = "cpu", backbone: str | None = None, data_root: str | None = None,
+                     weights: str | None = None, overrides: dict | None = None, progress: bool = True) -> dict:
+    """Fill the feature cache for every image a run on ``dataset`` may need (all normals, all anomalies, the pseudo
+    anomalies of the training normals), so that later runs (in parallel, any seed/M/setting) only read it.
+
+    Returns the cache statistics and the time taken. Feature-cache profiles only."""
+    prof = get_profile(profile, **(overrides or {}))
+    if not prof.feature_cache:
+        raise ValueError(f"profile {prof.name!r} does not cache features")
+    name = backbone or prof.backbone
+    check_backbone(name)
+    from .data import make_split
+    t0 = time.perf_counter()
+    split = make_split(dataset, setting="general", anomalies=1, seed=0, data_root=data_root)
+    extractor = build_backbone(name, prof.feature_layers, weights=weights, image_size=prof.image_size).freeze()
+    cache = FeatureCache(extractor, prof.image_size, split.dataset)
+    items = ([Item(s) for s in split.train_normal + split.train_anomaly + split.test_normal + split.test_anomaly]
+             + [Item(s, v) for v in range(prof.pseudo_per_image) for s in split.train_normal])
+    threads_was = torch.get_num_threads()
+    if prof.threads:
+        torch.set_num_threads(prof.threads)
+    try:
+        cache.get_taps(items, progress=progress, desc=f"{dataset} features")
+    finally:
+        torch.set_num_threads(threads_was)
+    return {"dataset": dataset, "backbone": name, "image_size": prof.image_size, "items": len(items),
+            "seconds": time.perf_counter() - t0, **cache.stats.to_dict(), "dir": str(cache.dir)}

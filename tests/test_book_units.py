@@ -130,8 +130,9 @@ def test_performance_tables(tmp_path):
 
 
 def test_profile_banner_names_the_profile():
-    text = book.profile_banner("cpu")
-    assert "Profile: cpu" in text and "deviations.md" in text
+    text = book.profile_banner("cpu", "report_table1_general")
+    assert "Profile: cpu" in text and "deviations.md" in text and "report_provenance.ipynb" in text
+    assert "from the data" in book.profile_banner("smoke", "report_table4_datasets")
 
 
 def test_check_site_finds_broken_links(tmp_path):

@@ -165,21 +165,27 @@ def test_drift_at_zero_is_plan_mean_minus_x_and_tensor_t():
 
 def test_sde_endpoint_matches_plan_samples():
     """Euler–Maruyama endpoint of dX = g dt + √ε dW has the law of π(·|x) (Eq. 13): moments agree."""
-    eps, n = 0.2, 20_000
+    eps, n = 0.2, 10_000
     log_alpha, mu, sigma = make_params(C=3, D=2, seed=10, scale_mu=0.8)
     x0 = torch.tensor([0.3, -0.4], dtype=torch.float64).repeat(n, 1)
     g = torch.Generator().manual_seed(0)
-    y_sde = bridge.sample_sde(x0, log_alpha, mu, sigma, eps, n_steps=200, generator=g)
+    y_sde = bridge.sample_sde(x0, log_alpha, mu, sigma, eps, n_steps=100, generator=g)
     y_plan = bridge.sample_plan(x0, log_alpha, mu, sigma, eps, generator=g)
     # exact moments of the plan
     w, means = bridge.conditional_plan(x0[:1], log_alpha, mu, sigma, eps)
     w, means = w[0], means[0]
     m_exact = (w[:, None] * means).sum(0)
     v_exact = (w[:, None] * (eps * sigma + means ** 2)).sum(0) - m_exact ** 2
+    from scipy.stats import kstest, norm
+
     for y in (y_sde, y_plan):
+        for d in range(2):                      # each marginal against the exact mixture CDF
+            cdf = lambda v, d=d: sum(w[c].item() * norm.cdf(v, means[c, d].item(), math.sqrt(eps * sigma[c, d].item()))
+                                     for c in range(3))
+            assert kstest(y[:, d].numpy(), cdf).pvalue > 1e-3
         se_m = torch.sqrt(v_exact / n)
         assert torch.all((y.mean(0) - m_exact).abs() < 5 * se_m + 0.01), (y.mean(0), m_exact)
-        assert torch.all((y.var(0) / v_exact - 1).abs() < 0.08), (y.var(0), v_exact)
+        assert torch.all((y.var(0) / v_exact - 1).abs() < 0.1), (y.var(0), v_exact)
 
 
 def test_sample_plan_component_frequencies():
@@ -266,3 +272,15 @@ def test_dpl_losses_shared_equals_separate():
     assert la.item() == pytest.approx(bridge.dpl_anomaly_loss(xa, log_alpha, mu, sigma, eps).item(), rel=1e-12)
     ln, la = bridge.dpl_losses(xn, xa[:0], log_alpha, mu, sigma, eps)
     assert la is None and ln is not None
+
+
+def test_plan_weights_rank_by_inner_product_not_distance():
+    """Documented observation: with σ = 1 the plan picks argmax_c µ_cᵀx, not the nearest prototype."""
+    eps = 0.01
+    mu = torch.tensor([[1.0, 0.0], [3.0, 0.0]], dtype=torch.float64)
+    sigma = torch.ones(2, 2, dtype=torch.float64)
+    x = torch.tensor([[1.0, 0.0]], dtype=torch.float64)          # sits on prototype 0
+    w = bridge.plan_weights(x, torch.zeros(2, dtype=torch.float64), mu, sigma, eps)
+    assert w[0, 1] > 0.999
+    w2, _ = bridge.conditional_plan(x, torch.zeros(2, dtype=torch.float64), mu, sigma, eps)
+    torch.testing.assert_close(w, w2)

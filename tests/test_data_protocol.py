@@ -161,3 +161,11 @@ def test_split_to_dict(synthetic_root):
     assert d["train_anomaly"] == 2 and d["fingerprint"] == split.fingerprint and len(d["fingerprint"]) == 16
     assert d["train_anomaly_keys"] == keys(split.train_anomaly)
     assert len(split.to_dict(samples=True)["test_normal_keys"]) == 30
+
+
+def test_synthetic_lives_in_the_cache(synthetic_root):
+    from dpdl import paths
+
+    assert synthetic_root.is_relative_to(paths.cache_dir() / "synthetic")
+    assert (synthetic_root / "params.json").is_file()
+    assert get_dataset("synthetic").available() == (True, "generated (synthetic textures, cached)")

@@ -1,8 +1,6 @@
 """dpdl.model: Eq. (23) assembly, ablation switches, the inference score, config validation, finiteness."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F

@@ -12,6 +12,17 @@ the dataset, the setting, the known class, M and the seed, never on the file sys
 * **Hard setting** – only the known class's anomalies (sorted, shuffled the same way) are drawn from, the first
   M train (M ≤ size of the class); the test set holds the test normals and every *other* class; the rest of the
   known class is used nowhere. Needs two anomaly classes or more.
+
+Decisions where the baselines' code leaves room (the book's deviations page lists them):
+
+* Sorting is by sample key (Python string order of ``<dataset>/<relative path>[#bandN]``), before the fixed
+  3:1 split and before the seeded shuffle. For ELPV the sorted keys are the order of ``labels.csv``, so the
+  3:1 split is the one the baselines get when they read the CSV in order; for folder datasets the baselines
+  used ``os.listdir`` order, which is not reproducible across file systems.
+* General setting: M must leave at least one test anomaly (1 ≤ M ≤ n − 1); hard setting: 1 ≤ M ≤ size of the
+  known class (the known class is not tested, so all of it may be seen).
+* A known class passed in the general setting is an error rather than silently ignored.
+* The seed only drives the anomaly draw here; the normal split is fixed (``random_state=42``).
 """
 from __future__ import annotations
 

@@ -163,6 +163,9 @@ def _reason_map(profile: str, results_dir=None) -> dict[str, str]:
 
 
 def _not_run(reason: str | None) -> str:
+    """``not run here`` with the first clause of the reason (``dataset 'aitex' needs a data root``)."""
+    if reason:
+        reason = str(reason).split(":")[0].strip().rstrip(".")
     return "not run here" + (f" ({reason})" if reason else "")
 
 
@@ -369,10 +372,12 @@ def table4(profile: str = "cpu", results_dir=None, data_root=None) -> pd.DataFra
             ok, why = False, "the sum over the 15 subsets" if key == "mvtec" else "unknown dataset"
         for col in ("n_anomaly_classes", "train_normal", "test_normal", "test_anomaly"):
             row[f"paper_{col}"] = int(r[col])
-            row[f"ours_{col}"] = int(ours[col]) if ours else None
+            row[f"ours_{col}"] = int(ours[col]) if ours else pd.NA
         row["status"] = "measured" if ours else _not_run(why)
         rows.append(row)
     df = pd.DataFrame(rows)
+    for col in ("n_anomaly_classes", "train_normal", "test_normal", "test_anomaly"):
+        df[f"ours_{col}"] = df[f"ours_{col}"].astype("Int64")
     sub = df[df["key"].fillna("").str.startswith("mvtec_") & (df["status"] == "measured")]
     if len(sub) == len(paper.MVTEC_SUBSETS):
         i = df.index[df["key"] == "mvtec"][0]

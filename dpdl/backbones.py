@@ -75,13 +75,13 @@ def check_backbone(name: str) -> BackboneInfo:
     return BACKBONES[name]
 
 
-def feature_shape(name: str, layers: str, image_size: int) -> tuple[int, int, int]:
+def feature_shape(name: str, layers: str, image_size: int, map_size: int = 0) -> tuple[int, int, int]:
     """(C, H, W) of the map that :func:`build_backbone` gives for square inputs of side ``image_size``."""
     info = check_backbone(name)
     taps = parse_layers(layers)
     channels = sum(info.taps[t][0] for t in taps)
     stride = info.taps[taps[0]][1]
-    side = -(-image_size // stride)  # every stage pads "same": ceil division
+    side = map_size or -(-image_size // stride)  # every stage pads "same": ceil division
     return channels, side, side
 
 
@@ -143,12 +143,22 @@ def _load_state(path: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------- stages
 
-def combine_taps(taps: dict[str, torch.Tensor], layers: tuple[str, ...]) -> torch.Tensor:
-    """{tap: (B, C_tap, h_tap, w_tap)} -> (B, sum C_tap, h, w) at the finest resolution among ``layers``."""
+def _resize(m: torch.Tensor, size) -> torch.Tensor:
+    if tuple(m.shape[-2:]) == tuple(size):
+        return m
+    if m.shape[-2] >= size[0] and m.shape[-1] >= size[1]:  # shrink: average pooling
+        return F.adaptive_avg_pool2d(m.float(), size).to(m.dtype)
+    return F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False).to(m.dtype)
+
+
+def combine_taps(taps: dict[str, torch.Tensor], layers: tuple[str, ...], map_size: int = 0) -> torch.Tensor:
+    """{tap: (B, C_tap, h_tap, w_tap)} -> (B, sum C_tap, h, w): every tap in ``layers`` resized to the finest one's
+    resolution (bilinear), or to ``map_size`` x ``map_size`` when given (average pooling when shrinking), and
+    concatenated along channels."""
     maps = [taps[t] for t in layers]
-    size = max((m.shape[-2:] for m in maps), key=lambda hw: hw[0] * hw[1])
-    maps = [m if m.shape[-2:] == size else F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False)
-            .to(m.dtype) for m in maps]
+    size = ((map_size, map_size) if map_size
+            else tuple(max((m.shape[-2:] for m in maps), key=lambda hw: hw[0] * hw[1])))
+    maps = [_resize(m, size) for m in maps]
     return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
 
 
@@ -212,10 +222,11 @@ class FeatureExtractor(nn.Module):
     Attributes: ``name``, ``layers`` (tuple of taps), ``out_channels``, ``stride``, ``weights_file`` (str or None).
     """
 
-    def __init__(self, name: str, stages: list[nn.Module], layers: tuple[str, ...], weights_file: str | None):
+    def __init__(self, name: str, stages: list[nn.Module], layers: tuple[str, ...], weights_file: str | None,
+                 map_size: int = 0):
         super().__init__()
         info = BACKBONES[name]
-        self.name, self.layers, self.weights_file = name, layers, weights_file
+        self.name, self.layers, self.weights_file, self.map_size = name, layers, weights_file, int(map_size)
         self.stages = nn.ModuleList(stages)
         self.out_channels = sum(info.taps[t][0] for t in layers)
         self.stride = info.taps[layers[0]][1]
@@ -237,7 +248,7 @@ class FeatureExtractor(nn.Module):
 
     def combine(self, taps: dict[str, torch.Tensor]) -> torch.Tensor:
         """{tap: map} -> one map: this extractor's taps resized (bilinear) to the finest one and concatenated."""
-        return combine_taps(taps, self.layers)
+        return combine_taps(taps, self.layers, self.map_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.combine(self.taps(images))
@@ -251,14 +262,15 @@ class FeatureExtractor(nn.Module):
 
     def describe(self) -> dict:
         return {"name": self.name, "layers": "+".join(self.layers), "out_channels": self.out_channels,
-                "stride": self.stride, "weights_file": self.weights_file}
+                "stride": self.stride, "map_size": self.map_size, "weights_file": self.weights_file}
 
 
 def build_backbone(name: str, layers: str = "last", *, weights: str | os.PathLike | None = None,
-                   image_size: int = 224, pretrained: bool = True) -> FeatureExtractor:
+                   image_size: int = 224, pretrained: bool = True, map_size: int = 0) -> FeatureExtractor:
     """The backbone ``name`` with ImageNet weights from a local file (``pretrained=False``: random init, for timing).
 
-    ``image_size`` only matters to EfficientNet's static "same" padding. Raises ValueError for an unknown name or
+    ``image_size`` only matters to EfficientNet's static "same" padding; ``map_size`` > 0 resizes the output map
+    to ``map_size`` x ``map_size`` (average pooling when shrinking). Raises ValueError for an unknown name or
     tap list and FileNotFoundError when the weights are not on this machine.
     """
     check_backbone(name)
@@ -270,4 +282,4 @@ def build_backbone(name: str, layers: str = "last", *, weights: str | os.PathLik
     else:
         stages = _efficientnet_lite0_stages(weights, pretrained, image_size)
     wfile = str(weights_path(name, weights)) if pretrained else None
-    return FeatureExtractor(name, stages, taps, wfile)
+    return FeatureExtractor(name, stages, taps, wfile, map_size)

@@ -457,10 +457,11 @@ def load_records(results: str | os.PathLike | None = None, profile: str | None =
             "anomalies": rec.get("anomalies"), "seed": rec.get("seed"), "variant": rec.get("variant"),
             "backbone": rec.get("backbone"), "auc": metrics.get("auc"), "ap": metrics.get("ap"),
             "fingerprint": split.get("fingerprint"), "code_version": rec.get("code_version"),
-            "date": rec.get("date"), "error": rec.get("error"), "record": rec,
+            "date": rec.get("date"), "error": rec.get("error"),
+            "groups": ",".join((rec.get("study") or {}).get("groups") or []), "record": rec,
         })
     cols = ["run_id", "status", "profile", "dataset", "setting", "known_class", "anomalies", "seed", "variant",
-            "backbone", "auc", "ap", "fingerprint", "code_version", "date", "error", "record"]
+            "backbone", "auc", "ap", "fingerprint", "code_version", "date", "error", "groups", "record"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -625,34 +626,56 @@ def provenance_table(results=None, profile: str = "cpu", records=None):
     out["command"] = [reproduce_command(r) for r in recs["record"]]
     out = out.sort_values(["dataset", "setting", "anomalies", "variant", "known_class", "seed"],
                           na_position="first").reset_index(drop=True)
-    cols = ["run_id", "status", "auc", "code_version", "profile", "seed", "fingerprint", "date", "command", "error"]
+    cols = ["run_id", "status", "auc", "code_version", "profile", "seed", "fingerprint", "date", "groups", "command",
+            "error"]
     return pd.DataFrame(out, columns=cols)
 
 
+RUN_STEPS = ("features_s", "train_s", "test_s")   # the parts of timings.total_s that `dpdl train` measures
+
+
 def performance_tables(results=None, profile: str = "cpu", records=None) -> dict:
-    """Wall time per run and per study, the step-time breakdown, and the benchmark files (C's)."""
+    """Wall time per run and per study, the step-time breakdown, and the benchmark files (``benchmarks/``).
+
+    Per run: ``timings`` of the record (measured inside ``dpdl train``) and ``study.notebook_s`` (the wall time
+    of the run's experiment notebook under ``dpdl study run``, kernel start included)."""
     import pandas as pd
 
     recs = load_records(results, profile) if records is None else records
     rows = []
     for rec in recs["record"]:
         t = rec.get("timings") or {}
-        row = {"run_id": rec.get("run_id"), "dataset": rec.get("dataset"), "status": rec.get("status"),
-               "device": (rec.get("host") or {}).get("device")}
-        row.update({k: v for k, v in t.items() if isinstance(v, (int, float))})
+        row = {"run_id": rec.get("run_id"), "dataset": rec.get("dataset"), "variant": rec.get("variant"),
+               "status": rec.get("status"), "device": (rec.get("host") or {}).get("device"),
+               "notebook_s": (rec.get("study") or {}).get("notebook_s")}
+        row.update({k: v for k, v in t.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         rows.append(row)
     per_run = pd.DataFrame(rows)
     out = {"per_run": per_run}
-    if not per_run.empty and "total_s" in per_run:
-        steps = [c for c in per_run.columns if c.endswith("_s")]
-        out["per_dataset"] = (per_run.groupby("dataset")["total_s"].agg(["count", "median", "mean", "sum"])
-                              .rename(columns={"count": "runs"}).reset_index())
-        out["study"] = pd.DataFrame([{"profile": profile, "runs": len(per_run),
-                                      "total_h": per_run["total_s"].sum() / 3600,
-                                      "median_run_s": per_run["total_s"].median()}])
-        br = per_run[steps].mean().rename("mean_s").to_frame()
-        br["share_of_total"] = br["mean_s"] / per_run["total_s"].mean()
-        out["breakdown"] = br.reset_index().rename(columns={"index": "step"})
+    if not per_run.empty and "total_s" in per_run and per_run["total_s"].notna().any():
+        timed = per_run[per_run["total_s"].notna()]
+        out["per_dataset"] = (timed.groupby("dataset")["total_s"].agg(["count", "median", "mean", "sum"])
+                              .rename(columns={"count": "runs", "median": "median_s", "mean": "mean_s",
+                                               "sum": "sum_s"}).reset_index())
+        wall = per_run["notebook_s"].dropna() if "notebook_s" in per_run else pd.Series(dtype=float)
+        out["study"] = pd.DataFrame([{
+            "profile": profile, "runs": len(per_run), "timed runs": len(timed),
+            "sum of run wall times (h)": wall.sum() / 3600 if len(wall) else float("nan"),
+            "sum of in-process times (h)": timed["total_s"].sum() / 3600,
+            "median run wall time (s)": wall.median() if len(wall) else float("nan"),
+            "median in-process time (s)": timed["total_s"].median()}])
+        parts = {k: timed[k].mean() for k in RUN_STEPS if k in timed}
+        mean_total = timed["total_s"].mean()
+        parts["other_s (total_s minus the above)"] = mean_total - sum(parts.values())
+        if len(wall):
+            parts["notebook overhead (notebook_s minus total_s)"] = float(
+                (per_run["notebook_s"] - per_run["total_s"]).dropna().mean())
+        br = pd.DataFrame({"part": list(parts), "mean_s": list(parts.values())})
+        br["share of total_s"] = br["mean_s"] / mean_total
+        out["breakdown"] = br
+        step_cols = [c for c in timed.columns if c.startswith("step_") and c.endswith("_ms")]
+        if step_cols:
+            out["steps"] = pd.DataFrame({"part": step_cols, "mean_ms": [timed[c].mean() for c in step_cols]})
     root = Path(results) if results else default_results_dir()
     bench = []
     for path in sorted((root / "benchmarks").glob("*.json")):
@@ -662,3 +685,9 @@ def performance_tables(results=None, profile: str = "cpu", records=None) -> dict
             bench.append((path.name, {"error": "not valid JSON"}))
     out["benchmarks"] = bench
     return out
+
+
+def styled(df, formats: dict | None = None, precision: int = 3):
+    """A DataFrame for a book page: no index, the book theme's table style, ``formats`` per column."""
+    sty = df.style.hide(axis="index").set_table_attributes('class="dataframe"')
+    return sty.format(formats or {}, precision=precision, na_rep="")

@@ -25,6 +25,7 @@ class Profile:
     adapter_dim: int = 0        # >0: a trainable 1x1 conv -> BN -> ReLU adapter on top of the backbone
     pseudo_per_image: int = 1   # cached CutMix variants per normal image (feature-cache profiles)
     feature_layers: str = "last"  # backbone taps: "last", "mid", "low", joined by "+" (see dpdl.backbones)
+    map_size: int = 0           # >0: resize the feature map to map_size x map_size (avg pooling when shrinking)
     pseudo_share: float = 0.5   # share of the anomaly third of a batch given to pseudo anomalies
     grad_clip: float = 0.0      # >0: clip the gradient norm (not in the paper)
     num_workers: int = 0        # image-loading workers (image mode only)
@@ -52,6 +53,8 @@ class Profile:
             out.append(f"a trainable 1x1 conv adapter ({self.adapter_dim} channels, BN, ReLU) on the backbone maps")
         if self.feature_layers != "last":
             out.append(f"feature map from backbone taps {self.feature_layers!r} (resized to one map, concatenated)")
+        if self.map_size:
+            out.append(f"feature map resized to {self.map_size}x{self.map_size}")
         if (self.epochs, self.iters_per_epoch) != (50, 20):
             out.append(f"{self.epochs} epochs x {self.iters_per_epoch} iterations instead of 50 x 20")
         if self.batch_size != 48:

@@ -173,17 +173,18 @@ class FeatureCache:
             loader: Callable | None = None, desc: str = "features", chunk: int = 256) -> torch.Tensor:
         """The extractor's map (its taps combined) of ``items``: (N, C, H, W) float16."""
         taps = self.get_taps(items, batch_size, progress, loader, desc)
-        return combine_all(taps, self.extractor.layers, chunk)
+        return combine_all(taps, self.extractor.layers, chunk, self.extractor.map_size)
 
 
-def combine_all(taps: dict[str, torch.Tensor], layers: tuple[str, ...], chunk: int = 256) -> torch.Tensor:
+def combine_all(taps: dict[str, torch.Tensor], layers: tuple[str, ...], chunk: int = 256,
+                map_size: int = 0) -> torch.Tensor:
     """{tap: (N, C_tap, h, w)} -> (N, C, H, W) float16, in chunks (resize + concatenate, see combine_taps)."""
     n = len(next(iter(taps.values())))
-    parts = [combine_taps({t: taps[t][s:s + chunk].float() for t in layers}, layers).to(torch.float16)
+    parts = [combine_taps({t: taps[t][s:s + chunk].float() for t in layers}, layers, map_size).to(torch.float16)
              for s in range(0, n, chunk)]
     if parts:
         return torch.cat(parts)
-    one = combine_taps({t: taps[t][:1].float() for t in layers}, layers)
+    one = combine_taps({t: taps[t][:1].float() for t in layers}, layers, map_size)
     return torch.empty((0,) + tuple(one.shape[1:]), dtype=torch.float16)
 
 

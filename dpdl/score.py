@@ -43,7 +43,7 @@ def load_trained(model_dir: str | os.PathLike, weights: str | None = None) -> Tr
     c, h, w = blob["feature_shape"]
     backbone = build_backbone(binfo["name"], binfo["layers"], weights=weights or cfg.weights,
                               image_size=prof["image_size"],
-                              pretrained=blob["backbone_state"] is None)
+                              pretrained=blob["backbone_state"] is None, map_size=binfo.get("map_size", 0))
     adapter = Adapter(c, prof["adapter_dim"])
     dpdl, _ = build_dpdl(adapter.out_channels, (h, w), cfg)
     adapter.load_state_dict(blob["adapter"])

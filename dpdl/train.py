@@ -377,8 +377,8 @@ def _run_features(ctx: _Ctx, split) -> tuple[DPDLNet, np.ndarray, np.ndarray]:
     """Feature mode: cached frozen-backbone maps -> adapter + DPDL. Returns (net, test labels, test scores)."""
     prof, cfg = ctx.profile, ctx.cfg
     t0 = time.perf_counter()
-    extractor = build_backbone(ctx.backbone, prof.feature_layers, weights=cfg.weights,
-                               image_size=prof.image_size).freeze().to(ctx.device)
+    extractor = build_backbone(ctx.backbone, prof.feature_layers, weights=cfg.weights, image_size=prof.image_size,
+                               map_size=prof.map_size).freeze().to(ctx.device)
     cache = FeatureCache(extractor, prof.image_size, split.dataset)
     ctx.extra["backbone_info"] = extractor.describe()
     kw = dict(progress=ctx.progress)
@@ -458,11 +458,12 @@ def _run_images(ctx: _Ctx, split) -> tuple[DPDLNet, np.ndarray, np.ndarray]:
     from .data import load_image
     prof, cfg = ctx.profile, ctx.cfg
     seed_everything(cfg.seed)
-    backbone = build_backbone(ctx.backbone, prof.feature_layers, weights=cfg.weights, image_size=prof.image_size)
+    backbone = build_backbone(ctx.backbone, prof.feature_layers, weights=cfg.weights, image_size=prof.image_size,
+                              map_size=prof.map_size)
     ctx.extra["backbone_info"] = backbone.describe()
     if not prof.finetune_backbone:
         backbone.freeze()
-    c, h, w = feature_shape(ctx.backbone, prof.feature_layers, prof.image_size)
+    c, h, w = feature_shape(ctx.backbone, prof.feature_layers, prof.image_size, prof.map_size)
     adapter = Adapter(c, prof.adapter_dim)
     dpdl, dcfg = build_dpdl(adapter.out_channels, (h, w), cfg)
     net = DPDLNet(adapter, dpdl, backbone).to(ctx.device)
@@ -547,7 +548,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     Bad parameters raise ValueError/FileNotFoundError (one sentence) before anything is written. A non-finite
     loss returns (and writes) a record with status ``"failed"`` and the message naming step and term.
     """
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     profile, backbone = validate(cfg)
     device = resolve_device(profile.device)
     run_id = cfg.run_id or default_run_id(cfg, backbone)
@@ -571,7 +572,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         record["status"] = "ok"
         if out is not None:
             save_model(out / "model.pt", net, ctx, feature_shape(backbone, profile.feature_layers,
-                                                                 profile.image_size))
+                                                                 profile.image_size, profile.map_size))
             test = split.test_normal + split.test_anomaly
             atomic_write_json(out / "scores.json", {"keys": [s.key for s in test], "labels": labels.tolist(),
                                                     "classes": [s.cls for s in test],
@@ -590,6 +591,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
                             "steps": train["steps"]})
         record["losses"] = train["curves"]
     ctx.timings["total_s"] = time.perf_counter() - t_start
+    ctx.timings["cpu_s"] = time.process_time() - c_start  # CPU time of this process (all threads)
     record["timings"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ctx.timings.items()}
     record.update({k: v for k, v in ctx.extra.items()})
     record["host"] = host_info(device)

@@ -42,8 +42,8 @@ SETUP = '''import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from dpdl.study import tables, figures
 
-caption = tables.profile_caption(profile)
-display(Markdown(f"*{caption}*"))'''
+display(Markdown(f"*{tables.profile_caption(profile)}*"))
+caption = tables.profile_caption(profile, short=True)   # the figures' caption'''
 
 
 def experiment():

@@ -115,7 +115,7 @@ def test_reproduce_command_and_provenance(tmp_path):
     assert "--no-dfl" not in cmd and "--eps" not in cmd
     prov = book.provenance_table(records=_records_frame(tmp_path, [rec]), profile="cpu")
     assert list(prov.columns) == ["run_id", "status", "auc", "code_version", "profile", "seed", "fingerprint", "date",
-                                  "command", "error"]
+                                  "groups", "command", "error"]
     assert prov.loc[0, "command"] == cmd and prov.loc[0, "fingerprint"] == "0123456789abcdef"
 
 
@@ -124,8 +124,10 @@ def test_performance_tables(tmp_path):
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "cache.json").write_text('{"command": "python benchmarks/x.py", "speedup": 3}')
     perf = book.performance_tables(records=frame, results=tmp_path, profile="cpu")
-    assert math.isclose(float(perf["study"].total_h.iloc[0]), 21.0 / 3600)
-    assert set(perf["breakdown"].step) >= {"features_s", "train_s", "test_s", "total_s"}
+    assert math.isclose(float(perf["study"]["sum of in-process times (h)"].iloc[0]), 21.0 / 3600)
+    assert set(perf["breakdown"].part) >= {"features_s", "train_s", "test_s"}
+    other = perf["breakdown"].set_index("part").loc["other_s (total_s minus the above)", "mean_s"]
+    assert math.isclose(other, 10.5 - 10.0)
     assert perf["benchmarks"][0][0] == "cache.json"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,6 +15,12 @@ import numpy as np
 import pandas as pd
 
 PALETTE = {"ours": "#1f77b4", "paper": "black", "no_dpl": "#d62728", "no_dfl": "#ff7f0e", "full": "#1f77b4"}
+
+
+def _title(fig, title: str, caption: str = ""):
+    """Figure title plus the profile caption (wrapped; figures carry the short caption)."""
+    cap = textwrap.fill(caption, 110) if caption else ""
+    fig.suptitle(title + (f"\n{cap}" if cap else ""), fontsize=10)
 
 
 def _save(fig, save):
@@ -52,7 +59,7 @@ def ours_vs_paper(df: pd.DataFrame, title: str, *, label_col: str = "dataset", c
         ax.grid(axis="x", alpha=0.3)
         ax.set_xlim(min(0.45, np.nanmin(np.r_[d["ours_mean"].values, d["paper_mean"].values, [1.0]]) - 0.02), 1.01)
     axes[0][0].legend(loc="lower left", fontsize=8)
-    fig.suptitle(title + (f"\n{caption}" if caption else ""), fontsize=10)
+    _title(fig, title, caption)
     fig.tight_layout()
     return _save(fig, save)
 
@@ -84,7 +91,7 @@ def heads_ablation(df: pd.DataFrame, *, caption: str = "", save=None):
         ax.grid(alpha=0.3)
         if any_line:
             ax.legend(fontsize=7)
-    fig.suptitle("Table 3 — heads ablation" + (f"\n{caption}" if caption else ""), fontsize=10)
+    _title(fig, "Table 3 — heads ablation", caption)
     fig.tight_layout()
     return _save(fig, save)
 
@@ -113,7 +120,7 @@ def ablation(df: pd.DataFrame, *, caption: str = "", save=None):
         ax.set_title(f"{setting} setting, M = 10")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Fig. 2 — ablation of DPL and DFL" + (f"\n{caption}" if caption else ""), fontsize=10)
+    _title(fig, "Fig. 2 — ablation of DPL and DFL", caption)
     fig.tight_layout()
     return _save(fig, save)
 
@@ -142,8 +149,7 @@ def sensitivity(df: pd.DataFrame, *, caption: str = "", save=None):
         ax.set_ylabel("image AUC-ROC")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Fig. 3 — parameter sensitivity (general setting, M = 10)" + (f"\n{caption}" if caption else ""),
-                 fontsize=10)
+    _title(fig, "Fig. 3 — parameter sensitivity (general setting, M = 10)", caption)
     fig.tight_layout()
     return _save(fig, save)
 

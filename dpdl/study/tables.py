@@ -124,8 +124,9 @@ def _paired(ps: pd.DataFrame, variants) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------- captions
-def profile_caption(profile: str, results_dir=None) -> str:
-    """One line naming the profile and what it changes from the paper."""
+def profile_caption(profile: str, results_dir=None, *, short: bool = False) -> str:
+    """One line naming the profile and what it changes from the paper (``short``: without the study's
+    description of the profile)."""
     prof = PROFILES.get(profile)
     study = load_study()
     desc = " ".join(str(study["profiles"].get(profile, {}).get("description", "")).split())
@@ -140,7 +141,7 @@ def profile_caption(profile: str, results_dir=None) -> str:
                + (f" and a {prof.adapter_dim}-channel adapter" if prof.adapter_dim else "")
                + f", {prof.epochs}×{prof.iters_per_epoch} iterations of batch {prof.batch_size}"
                + " (paper: ResNet-18 fine-tuned at 448×448, 50×20)")
-    return f"profile: {profile} ({fid}). {desc}".strip()
+    return f"profile: {profile} ({fid})" if short else f"profile: {profile} ({fid}). {desc}".strip()
 
 
 def _reason_map(profile: str, results_dir=None) -> dict[str, str]:

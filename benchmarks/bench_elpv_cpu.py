@@ -1,0 +1,80 @@
+"""ELPV in the ``cpu`` profile: AUC and time per run, for backbone / feature-map / adapter choices and the targets.
+
+Usage:
+  python benchmarks/bench_elpv_cpu.py configs   # backbone comparison + tuning grid, general M=10 seed 0
+  python benchmarks/bench_elpv_cpu.py targets   # the profile's default on general M=10, M=1 and hard mono/poly
+  python benchmarks/bench_elpv_cpu.py configs --only NAME[,NAME]   # some rows of the grid
+Features must be cached first (``dpdl.train.prepare_features('elpv', 'cpu', backbone=B)``; the first run of a
+backbone does it anyway, and its time is reported as ``features_s``). Results: results/benchmarks/elpv_cpu_*.json.
+Paper (Table 1/2, DPDL, ELPV): general M=10 0.937, M=1 0.897; hard M=10 0.818 (mean of mono/poly), M=1 0.762.
+Best baseline the paper reports: 0.850, 0.828, 0.788, 0.740.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from _common import write
+
+GRID = {
+    # name: (backbone, profile overrides)
+    "mnv2_mid+last_a128": ("mobilenet_v2", {}),
+    "mnv2_last_a128": ("mobilenet_v2", {"feature_layers": "last"}),
+    "mnv2_mid+last_7_a128": ("mobilenet_v2", {"map_size": 7}),
+    "mnv2_mid+last_a64": ("mobilenet_v2", {"adapter_dim": 64}),
+    "mnv2_low+mid+last_14_a128": ("mobilenet_v2", {"feature_layers": "low+mid+last", "map_size": 14}),
+    "effl0_mid+last_a128": ("efficientnet_lite0", {}),
+    "effl0_last_a128": ("efficientnet_lite0", {"feature_layers": "last"}),
+    "effl0_mid+last_7_a128": ("efficientnet_lite0", {"map_size": 7}),
+}
+TARGETS = [  # (setting, known_class, M, paper DPDL, best baseline)
+    ("general", None, 10, 0.937, 0.850),
+    ("general", None, 1, 0.897, 0.828),
+    ("hard", "mono", 10, 0.818, 0.788),
+    ("hard", "poly", 10, 0.818, 0.788),
+    ("hard", "mono", 1, 0.762, 0.740),
+    ("hard", "poly", 1, 0.762, 0.740),
+]
+
+
+def one(backbone, overrides, setting="general", known=None, m=10, seed=0):
+    from dpdl.train import RunConfig, run
+    t = time.perf_counter()
+    rec = run(RunConfig("elpv", setting=setting, known_class=known, anomalies=m, seed=seed, profile="cpu",
+                        backbone=backbone, overrides=overrides), progress=False)
+    row = {"backbone": backbone, "overrides": overrides, "setting": setting, "known_class": known, "anomalies": m,
+           "seed": seed, "status": rec["status"], "error": rec["error"], "auc": rec["metrics"]["auc"],
+           "ap": rec["metrics"]["ap"], "timings": rec["timings"], "feature_cache": rec.get("feature_cache", {}),
+           "wall_s": time.perf_counter() - t}
+    print(json.dumps({k: row[k] for k in ("backbone", "overrides", "setting", "known_class", "anomalies", "seed",
+                                          "auc", "ap")}), row["timings"], flush=True)
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=("configs", "targets"))
+    ap.add_argument("--only", default=None)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--tag", default="")
+    a = ap.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    if a.mode == "configs":
+        names = a.only.split(",") if a.only else list(GRID)
+        rows = {n: one(*GRID[n], seed=s) for n in names for s in seeds}
+        write(f"elpv_cpu_configs{a.tag}", {"task": "ELPV general M=10", "rows": rows})
+    else:
+        from dpdl.config import get_profile
+        prof = get_profile("cpu")
+        rows = []
+        for setting, known, m, paper, base in TARGETS:
+            for s in seeds:
+                r = one(prof.backbone, {}, setting, known, m, s)
+                r.update(paper_dpdl=paper, paper_best_baseline=base)
+                rows.append(r)
+        write(f"elpv_cpu_targets{a.tag}", {"profile": prof.to_dict(), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The study definition, run ids, variants, resume bookkeeping and the tables' arithmetic (fast, no training)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dpdl.study import plan as P
+from dpdl.study import runner, tables
+
+
+def test_smoke_plan():
+    pl = P.expand("smoke")
+    ids = [r.run_id for r in pl.runs]
+    assert len(ids) == len(set(ids)) == 12
+    assert "synthetic__general__M10__s0__full" in ids
+    assert "synthetic__hard-scratch__M1__s1__full" in ids
+    assert "synthetic__general__M10__s0__heads=a+r" in ids and "synthetic__general__M10__s0__C=8" in ids
+    full = next(r for r in pl.runs if r.run_id == "synthetic__general__M10__s0__full")
+    assert set(full.groups) == {"table1", "table3", "fig2", "fig3"}   # shared, run once
+    by = pl.by_group()
+    assert len(by["table1"]) == 4 and len(by["table2"]) == 4 and len(by["fig2"]) == 3
+
+
+def test_only_seeds_and_datasets_filters():
+    assert len(P.expand("smoke", only=["table1"], seeds=1).runs) == 2
+    assert len(P.expand("smoke", only=["fig2", "fig3"]).runs) == 4
+    assert P.expand("smoke", datasets=["elpv"]).runs == []
+    with pytest.raises(ValueError, match="unknown group"):
+        P.expand("smoke", only=["table9"])
+    with pytest.raises(ValueError, match="unknown study profile"):
+        P.expand("nope")
+
+
+def test_cpu_and_paper_profiles_expand():
+    from dpdl.data import get_dataset
+    cpu = P.expand("cpu")
+    assert "mvtec_carpet" in cpu.skipped or os.environ.get("DPDL_DATA")
+    if get_dataset("elpv").available()[0]:
+        ids = {r.run_id for r in cpu.runs}
+        assert "elpv__hard-mono__M1__s4__full" in ids and "elpv__general__M10__s2__lam=0.01" in ids
+        assert "elpv__general__M10__s2__no_dfl" in ids and "elpv__hard-poly__M10__s2__heads=n+r" in ids
+        assert "elpv__general__M10__s3__no_dfl" not in ids      # ablations: three seeds in the cpu profile
+    paper = P.expand("paper", check_available=False)
+    assert len(paper.runs) > 1000
+
+
+def test_run_id_and_variants():
+    s = P.RunSpec("elpv", "hard", "mono", 1, 3, "no_dfl", (("use_dfl", False),))
+    assert s.run_id == "elpv__hard-mono__M1__s3__no_dfl"
+    assert P.RunSpec("elpv", variant="C=16").run_id == "elpv__general__M10__s0__C=16"
+    assert P.parse_variant("heads=a,r") == {"heads": "a,r"}
+    assert P.parse_variant("eps=0.0001") == {"eps": 1e-4}
+    for tag in ("full", "no_dpl", "no_dfl", "heads=r", "heads=n,r", "C=8", "eps=0.01", "kappa=1", "lam=0.1"):
+        assert P.variant_tag(P.parse_variant(tag)) == tag
+    assert P.variant_tag({"prototypes": 32}) == "full"
+    with pytest.raises(ValueError):
+        P.parse_variant("dropout=0.1")
+    d = s.config("cpu", out="/x")
+    assert d["use_dfl"] is False and d["run_id"] == s.run_id and d["out"] == "/x"
+    assert P.RunSpec.from_dict(s.to_dict()) == s
+
+
+def test_variant_tags_agree_with_training():
+    from dpdl.train import RunConfig, variant_tag
+    for tag in ("full", "no_dpl", "no_dfl", "heads=a,r", "C=16", "eps=0.0001", "kappa=50", "lam=0.01"):
+        over = P.parse_variant(tag)
+        cfg = RunConfig(dataset="synthetic", **over)
+        assert variant_tag(cfg) == tag
+        assert P.record_variant(cfg.to_dict()) == tag
+
+
+def test_clean_stale_tmp(tmp_path):
+    tmp = tmp_path / "runs" / "smoke" / ".tmp"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp / f"a__run-{dead.pid}").mkdir(parents=True)
+    (tmp / f"b__run-{os.getppid()}").mkdir()          # a live process: another sweep's run in flight
+    removed = runner.clean_stale_tmp("smoke", tmp_path)
+    assert removed == [f"a__run-{dead.pid}"]
+    assert (tmp / f"b__run-{os.getppid()}").exists()
+
+
+def _record(root, rid, dataset, setting, kc, m, seed, auc, status="ok", **cfg):
+    d = root / "runs" / "t" / rid
+    d.mkdir(parents=True)
+    config = dict(dataset=dataset, setting=setting, known_class=kc, anomalies=m, seed=seed, heads="n,a,r",
+                  prototypes=32, eps=1e-3, kappa=10.0, lam=1.0, use_dpl=True, use_dfl=True)
+    config.update(cfg)
+    rec = dict(status=status, error=None if status == "ok" else "boom", run_id=rid, dataset=dataset, setting=setting,
+               known_class=kc, anomalies=m, seed=seed, config=config, metrics={"auc": auc, "ap": auc},
+               timings={"total_s": 1.0})
+    (d / "run.json").write_text(json.dumps(rec))
+
+
+def test_table_arithmetic_on_handmade_records(tmp_path):
+    """mean/std/n over seeds; hard = per-seed mean over known classes; failed runs ignored; paired seeds."""
+    r = tmp_path
+    for s, a in enumerate([0.8, 0.9, 0.7]):
+        _record(r, f"elpv__general__M10__s{s}__full", "elpv", "general", None, 10, s, a)
+    _record(r, "elpv__general__M10__s3__full", "elpv", "general", None, 10, 3, 0.1, status="failed")
+    for s, (a, b) in enumerate([(0.6, 0.8), (0.7, 0.9)]):
+        _record(r, f"elpv__hard-mono__M10__s{s}__full", "elpv", "hard", "mono", 10, s, a)
+        _record(r, f"elpv__hard-poly__M10__s{s}__full", "elpv", "hard", "poly", 10, s, b)
+    _record(r, "elpv__hard-mono__M10__s2__full", "elpv", "hard", "mono", 10, 2, 0.5)   # poly missing: dropped
+    _record(r, "elpv__general__M10__s0__no_dpl", "elpv", "general", None, 10, 0, 0.5, use_dpl=False)
+    _record(r, "elpv__general__M10__s1__no_dpl", "elpv", "general", None, 10, 1, 0.6, use_dpl=False)
+    _record(r, "elpv__general__M10__s0__C=8", "elpv", "general", None, 10, 0, 0.75, prototypes=8)
+    t1 = tables.table1("t", r, reasons={})
+    row = t1[(t1["key"] == "elpv") & (t1["M"] == 10)].iloc[0]
+    assert row.n == 3 and np.isclose(row.ours_mean, 0.8) and np.isclose(row.ours_std, np.std([.8, .9, .7], ddof=1))
+    assert np.isclose(row.paper_mean, 0.937) and np.isclose(row["diff"], 0.8 - 0.937)
+    assert row["AHL (reported)"] == 0.850
+    assert t1[(t1["key"] == "sdd")].iloc[0].status.startswith("not run here")
+    t2 = tables.table2("t", r, reasons={})
+    row = t2[(t2["key"] == "elpv") & (t2["M"] == 10)].iloc[0]
+    assert row.n == 2 and np.isclose(row.ours_mean, np.mean([0.7, 0.8])) and row.known_classes == 2
+    t6 = tables.table6("t", r, reasons={})
+    mono = t6[(t6["key"] == "elpv") & (t6["known_class"] == "mono") & (t6["M"] == 10)].iloc[0]
+    assert mono.n == 3 and np.isclose(mono.ours_mean, 0.6) and np.isclose(mono.paper_mean, 0.793)
+    f2 = tables.fig2("t", r).set_index("variant")
+    assert f2.loc["full", "n"] == 2 and np.isclose(f2.loc["full", "ours_mean"], 0.85)   # paired with no_dpl
+    assert np.isclose(f2.loc["no_dpl", "ours_mean"], 0.55)
+    f3 = tables.fig3("t", r)
+    c = f3[f3["param"] == "prototypes"].set_index("value")
+    assert c.loc[8.0, "n"] == 1 and c.loc[32.0, "n"] == 1 and np.isclose(c.loc[32.0, "ours_mean"], 0.8)
+    shown = tables.display_frame(t1)
+    assert "ours (mean ± std)" in shown and "AHL (reported)" in shown
+    assert "not run here" in set(shown["ours (mean ± std)"].str[:12])

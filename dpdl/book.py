@@ -21,7 +21,6 @@ from the run records; the report notebooks call them.
 """
 from __future__ import annotations
 
-import argparse
 import html.parser
 import json
 import math
@@ -50,11 +49,27 @@ MATHJAX_VERSION = "3.2.2"
 MATHJAX_PARTS = ("es5/tex-chtml.js", "es5/output/chtml", "es5/input/tex/extensions", "es5/ui",
                  "es5/a11y", "es5/adaptors", "LICENSE")
 
-PROFILE_NOTES = {
-    "paper": "the paper's settings (448 px, ResNet-18 fine-tuned end to end, 50 × 20 iterations)",
-    "cpu": "reduced fidelity: frozen ImageNet backbone, cached features, small adapter, 224 px, fewer epochs",
-    "smoke": "smoke test: a few seconds of training on tiny inputs; the numbers only show that the pipeline runs",
-}
+def profile_note(profile: str) -> str:
+    """What a profile changes from the paper, in one phrase, from :data:`dpdl.config.PROFILES`."""
+    from .config import PROFILES
+
+    p = PROFILES.get(profile)
+    if p is None:
+        return "a profile this package does not define"
+    paper = PROFILES["paper"]
+    if profile == "paper":
+        return (f"the paper's settings ({p.image_size} px, {p.backbone} fine-tuned end to end, "
+                f"{p.epochs} × {p.iters_per_epoch} iterations)")
+    what = ("frozen" if not p.finetune_backbone else "fine-tuned") + f" {p.backbone} backbone at {p.image_size} px"
+    if p.feature_cache:
+        what += ", cached features"
+    if p.adapter_dim:
+        what += f", a {p.adapter_dim}-channel adapter"
+    what += (f", {p.epochs} × {p.iters_per_epoch} iterations (paper: {paper.backbone} fine-tuned at "
+             f"{paper.image_size} px, {paper.epochs} × {paper.iters_per_epoch})")
+    if profile == "smoke":
+        return "smoke test, whose numbers only show that the pipeline runs: " + what
+    return "reduced fidelity: " + what
 
 
 class BookError(Exception):
@@ -110,7 +125,8 @@ def report_notebooks(toc_path: Path) -> list[str]:
 
 
 def check_toc(src_root: Path, notebooks_dir: Path) -> list[str]:
-    """Problems with the toc: pages that do not exist (sources of generated pages: notebooks/<name>.ipynb)."""
+    """Problems with the toc: pages that do not exist (sources of generated pages: notebooks/<name>.ipynb),
+    and report notebooks (``notebooks/report_*.ipynb``) that it does not list."""
     problems = []
     for f in toc_files(src_root / TOC_NAME):
         f = _strip_suffix(f)
@@ -120,6 +136,11 @@ def check_toc(src_root: Path, notebooks_dir: Path) -> list[str]:
                 problems.append(f"{TOC_NAME} names {f}, but its report notebook notebooks/{name}.ipynb is missing")
         elif not any((src_root / f"{f}{s}").is_file() for s in (".md", ".ipynb")):
             problems.append(f"{TOC_NAME} names {f}, but neither {f}.md nor {f}.ipynb exists")
+    listed = set(report_notebooks(src_root / TOC_NAME))
+    for nb in sorted(Path(notebooks_dir).glob("report_*.ipynb")):
+        if nb.stem not in listed:
+            problems.append(f"notebooks/{nb.name} is a report notebook but {TOC_NAME} does not list "
+                            f"{GENERATED}/{nb.stem}")
     return problems
 
 
@@ -166,7 +187,7 @@ BANNER_SOURCES = {
 def profile_banner(profile: str, name: str = "", deviations_link: str = "../deviations.md",
                    provenance_link: str = "report_provenance.ipynb") -> str:
     """The MyST admonition that heads every report page: the profile of its numbers and where they come from."""
-    note = PROFILE_NOTES.get(profile, "a custom profile")
+    note = profile_note(profile)
     kind = "note" if profile == "paper" else "warning"
     source = BANNER_SOURCES.get(name) or (
         f"Every result on this page comes from run records of the **{profile}** profile; "
@@ -236,6 +257,7 @@ def execute_reports(names: Iterable[str], notebooks_dir: Path, gen_dir: Path, pr
 
     A notebook that raises stops the build with a :class:`BookError` naming it (and its executed copy, which
     holds the traceback)."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     names = list(names)
@@ -247,12 +269,18 @@ def execute_reports(names: Iterable[str], notebooks_dir: Path, gen_dir: Path, pr
             if not dst.is_file():
                 log(f"  {name}: no executed copy in {gen_dir}; using the notebook unexecuted (--no-execute)")
                 shutil.copy2(notebooks_dir / f"{name}.ipynb", dst)
+            else:
+                ran = (json.loads(dst.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
+                       .get("parameters", {}).get("profile"))
+                if ran and ran != profile:
+                    log(f"  warning: {dst.name} was executed for profile {ran!r}, not {profile!r} (--no-execute)")
             _finish_notebook(dst, profile, name)
         return seconds
     jobs = max(1, min(jobs or min(2, os.cpu_count() or 1), len(names) or 1))
     failures: dict[str, str] = {}
     cwd = str(notebooks_dir.parent)
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # spawn, not fork: the caller may hold torch's threads (a test session), which fork does not copy safely
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {}
         for name in names:
             log(f"  executing notebooks/{name}.ipynb (profile={profile})")
@@ -416,8 +444,12 @@ def _cmd_build(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("book", help="build the study's report (Jupyter Book)")
     sub = p.add_subparsers(dest="book_command", metavar="SUBCOMMAND", required=True)
-    b = sub.add_parser("build", help="execute the report notebooks and build the HTML book into _build/html",
-                       description=__doc__.split("\n\n")[1])
+    b = sub.add_parser(
+        "build", help="execute the report notebooks and build the HTML book into _build/html",
+        description="Execute every report notebook named in _toc.yml with papermill (parameters profile and "
+                    "results_dir) into book/_generated/, then build the book offline with Jupyter Book "
+                    "(warnings are errors) into _build/html and check its links. A notebook that fails, a "
+                    "missing page or a broken link fails the build.")
     b.add_argument("--profile", default="cpu", help="profile of the run records to report (default: cpu)")
     b.add_argument("--results-dir", default=None,
                    help="results folder (default: $DPDL_RESULTS or <repo>/results)")
@@ -578,7 +610,10 @@ def verdict_sentence(table, profile: str = "cpu") -> str:
                "below paper, above baselines": "falls short of the paper's DPDL but beats the best reported "
                                                "baseline on",
                "below baselines": "does not beat the best reported baseline on"}
-    clauses = [f"{phrases[v]} {'; '.join(by_verdict[v])}" for v in phrases if v in by_verdict]
+    def join(items):
+        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+    clauses = [f"{phrases[v]} {join(by_verdict[v])}" for v in phrases if v in by_verdict]
     n_missing = total - len(run)
     sentence = f"With the {profile} profile, the reproduction " + "; it ".join(clauses) + "."
     sentence += (f" {len(run)} of the {total} dataset/setting/M cells of Tables 1–2 were run here; "

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
 import pytest
 
 from dpdl import book
@@ -24,9 +23,12 @@ def test_check_toc_reports_missing_pages(tmp_path):
     (tmp_path / "book" / "here.md").write_text("# Here\n")
     (tmp_path / "_toc.yml").write_text(
         "format: jb-book\nroot: book/here\nchapters:\n  - file: book/gone\n  - file: book/_generated/report_x\n")
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "report_unlisted.ipynb").write_text("{}")
     problems = book.check_toc(tmp_path, tmp_path / "notebooks")
-    assert len(problems) == 2
+    assert len(problems) == 3
     assert "book/gone" in problems[0] and "notebooks/report_x.ipynb" in problems[1]
+    assert "report_unlisted.ipynb" in problems[2] and "does not list" in problems[2]
 
 
 def test_verdict_rule():

@@ -44,7 +44,7 @@ def cli(*args, results_dir, check=True):
 def make_smoke_results(tmp_path_factory) -> Path:
     """The whole smoke study, run once per test session (a second call resumes: nothing left to run)."""
     root = tmp_path_factory.getbasetemp() / "smoke_results"
-    cli("run", "--profile", "smoke", "--no-progress", results_dir=root)
+    cli("run", "--profile", "smoke", "--no-progress", "--no-tables", results_dir=root)
     return root
 
 
@@ -72,7 +72,7 @@ def test_smoke_sweep_end_to_end(smoke_results):
         assert (d / "experiment.ipynb").exists()
     assert not list((smoke_results / "runs" / "smoke" / ".tmp").glob("*"))
     before = snapshot(smoke_results)
-    res = cli("run", "--profile", "smoke", "--no-progress", results_dir=smoke_results)
+    res = cli("run", "--profile", "smoke", "--no-progress", "--no-tables", results_dir=smoke_results)
     assert "0 to run" in res.stdout and "12 done" in res.stdout
     assert snapshot(smoke_results) == before                 # rerunning never recomputes a finished run
     st = cli("status", "--profile", "smoke", results_dir=smoke_results).stdout
@@ -120,7 +120,7 @@ def test_resume_after_kill(smoke_results, tmp_path):
         shutil.rmtree(base / rid)
     before = snapshot(root)
     proc = subprocess.Popen([PY, "-m", "dpdl.cli", "study", "run", "--profile", "smoke", "--only", "table1",
-                             "--no-progress", "--results-dir", str(root)], cwd=REPO_ROOT,
+                             "--no-progress", "--no-tables", "--results-dir", str(root)], cwd=REPO_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -139,7 +139,7 @@ def test_resume_after_kill(smoke_results, tmp_path):
     for d in visible:                                      # no partial run folder is visible
         assert (d / "run.json").exists() and (d / "experiment.ipynb").exists(), d
     assert {d.name for d in visible} >= set(before)
-    res = cli("run", "--profile", "smoke", "--only", "table1", "--no-progress", results_dir=root)
+    res = cli("run", "--profile", "smoke", "--only", "table1", "--no-progress", "--no-tables", results_dir=root)
     assert "removed" in res.stdout or len(run_dirs(root)) > len(visible)
     after = snapshot(root)
     for rid, snap in before.items():

@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     r.add_argument("--retry-failed", action="store_true", help="also rerun the runs that failed before")
     r.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-tables", action="store_true",
+                   help="do not rewrite results/tables/<profile> and results/figures/<profile> after the runs")
     r.add_argument("--plots", action="store_true",
                    help="each run's notebook also draws its score histogram (about 1 s more per run)")
     r.set_defaults(func=cmd_run)
@@ -106,6 +108,10 @@ def cmd_run(args) -> int:
     for r in res["results"]:
         if r["status"] != "ok":
             print(f"failed: {r['run_id']}: {r['error']}")
+    if res["ran"] and not args.no_tables:
+        from .tables import write_tables
+        paths = write_tables(args.profile, args.results_dir, data_root=root)
+        print(f"wrote {len(paths)} tables and figures under {paths[0].parent.parent}")
     return 1 if res["failed_now"] else 0
 
 

@@ -175,3 +175,29 @@ def score_histogram(run_dir, *, save=None):
 
 def nan_to_blank(v):
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def write_figures(profile: str, results_dir=None, data=None) -> list[Path]:
+    """``<results_dir>/figures/<profile>/*.png``: the figures of every table and of Figs. 2 and 3."""
+    from . import tables
+
+    data = data or tables.build_all(profile, results_dir)
+    cap = tables.profile_caption(profile, short=True)
+    out = tables.default_results_dir(results_dir) / "figures" / profile
+    paths = []
+    jobs = {
+        "table1_general.png": lambda p: ours_vs_paper(data["table1"], "Table 1 — general setting", caption=cap, save=p),
+        "table2_hard.png": lambda p: ours_vs_paper(data["table2"], "Table 2 — hard setting", caption=cap, save=p),
+        "table3_heads.png": lambda p: heads_ablation(data["table3"], caption=cap, save=p),
+        "table5_mvtec.png": lambda p: ours_vs_paper(data["table5"], "Table 5 — MVTec AD subsets", caption=cap, save=p),
+        "table6_hard_per_class.png": lambda p: ours_vs_paper(
+            data["table6"].assign(label=data["table6"]["dataset"] + " / " + data["table6"]["known_class"]),
+            "Table 6 — hard setting per known class", label_col="label", caption=cap, save=p),
+        "fig2_ablation.png": lambda p: ablation(data["fig2"], caption=cap, save=p),
+        "fig3_sensitivity.png": lambda p: sensitivity(data["fig3"], caption=cap, save=p),
+    }
+    for name, draw in jobs.items():
+        fig = draw(out / name)
+        plt.close(fig)
+        paths.append(out / name)
+    return paths

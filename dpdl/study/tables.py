@@ -403,12 +403,19 @@ def build_all(profile: str, results_dir=None, data_root=None) -> dict[str, pd.Da
     }
 
 
-def write_tables(profile: str, results_dir=None, data_root=None) -> list[Path]:
-    """Write ``<results_dir>/tables/<profile>/*.csv``; returns the paths."""
+def write_tables(profile: str, results_dir=None, data_root=None, *, figures: bool = True) -> list[Path]:
+    """Write ``<results_dir>/tables/<profile>/*.csv`` (and, with ``figures``, ``figures/<profile>/*.png``);
+    returns the paths."""
     out = default_results_dir(results_dir) / "tables" / profile
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, df in build_all(profile, results_dir, data_root).items():
+    data = build_all(profile, results_dir, data_root)
+    if figures:
+        import matplotlib
+        matplotlib.use("Agg")
+        from .figures import write_figures
+        paths += write_figures(profile, results_dir, data)
+    for name, df in data.items():
         p = out / TABLE_FILES[name]
         tmp = p.with_suffix(".csv.tmp")
         df.to_csv(tmp, index=False)

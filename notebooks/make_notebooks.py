@@ -101,34 +101,34 @@ Image-level AUC-ROC in the **general setting** (the test set holds every anomaly
 seen in training), our runs beside the paper's DPDL numbers. The paper claims DPDL is best or second best on all
 nine datasets for both M. Baselines are the numbers the paper copied from DRA/AHL (*reported*, not run here).
 MVTec AD is the mean of its 15 subsets (Table 5).""", '''df = tables.table1(profile, results_dir)
-display(tables.display_frame(df))''', '''figures.ours_vs_paper(df, "Table 1 — general setting: ours vs paper", caption=caption)
+display(tables.styled(tables.display_frame(df), caption))''', '''figures.ours_vs_paper(df, "Table 1 — general setting: ours vs paper", caption=caption)
 plt.show()'''),
     "report_table2_hard.ipynb": ("Table 2 — hard setting", """
 Image-level AUC-ROC in the **hard setting**: the M seen anomalies all come from one known class, and the test set
 holds only the *other* (unseen) classes; each dataset's value is the mean over its known classes (Table 6 lists
 them). The paper claims DPDL generalises best to unseen anomaly classes.""", '''df = tables.table2(profile, results_dir)
-display(tables.display_frame(df, extra_cols=("known_classes",)))''', '''figures.ours_vs_paper(df, "Table 2 — hard setting: ours vs paper", caption=caption)
+display(tables.styled(tables.display_frame(df, extra_cols=("known_classes",)), caption))''', '''figures.ours_vs_paper(df, "Table 2 — hard setting: ours vs paper", caption=caption)
 plt.show()'''),
     "report_table3_heads.ipynb": ("Table 3 — the three score heads", """
 Ablation of the heads M_n (normal), M_a (anomaly) and M_r (residual/prototype): which of them score the image,
 M = 10, general and hard setting. The paper claims removing M_r hurts most and that all three together are best.""",
                                   '''df = tables.table3(profile, results_dir)
-display(tables.display_frame(df, index_cols=("setting", "dataset", "heads")))''', '''figures.heads_ablation(df, caption=caption)
+display(tables.styled(tables.display_frame(df, index_cols=("setting", "dataset", "heads")), caption))''', '''figures.heads_ablation(df, caption=caption)
 plt.show()'''),
     "report_table4_datasets.ipynb": ("Table 4 — dataset statistics", """
 The number of anomaly classes, training normals, test normals and test anomalies of each dataset, counted from
 the data by `dpdl.data.dataset_stats` (our protocol), beside the paper's Table 4. Datasets absent on this
 machine are marked "not run here".""", '''df = tables.table4(profile, results_dir)
-display(df.drop(columns=["key"]))''', None),
+display(tables.styled(df.drop(columns=["key"]), caption))''', None),
     "report_table5_mvtec.ipynb": ("Table 5 — MVTec AD per subset", """
 General setting on the 15 MVTec AD subsets (supplementary Table 5), and their mean (Table 1's MVTec AD row).
 The paper claims DPDL is best on most subsets with one and ten seen anomalies.""", '''df = tables.table5(profile, results_dir)
-display(tables.display_frame(df))''', '''figures.ours_vs_paper(df, "Table 5 — MVTec AD subsets: ours vs paper", caption=caption)
+display(tables.styled(tables.display_frame(df), caption))''', '''figures.ours_vs_paper(df, "Table 5 — MVTec AD subsets: ours vs paper", caption=caption)
 plt.show()'''),
     "report_table6_hard_per_class.ipynb": ("Table 6 — hard setting per known class", """
 The hard setting per known class (supplementary Table 6): the model sees M anomalies of one class and is tested
 on the others. The per-dataset means are Table 2.""", '''df = tables.table6(profile, results_dir)
-display(tables.display_frame(df, extra_cols=("known_class",)))''', '''df["label"] = df["dataset"] + " / " + df["known_class"]
+display(tables.styled(tables.display_frame(df, extra_cols=("known_class",)), caption))''', '''df["label"] = df["dataset"] + " / " + df["known_class"]
 figures.ours_vs_paper(df, "Table 6 — hard setting per known class", label_col="label", caption=caption)
 plt.show()'''),
     "report_fig2_ablation.ipynb": ("Fig. 2 — ablation of DPL and DFL", """
@@ -136,16 +136,16 @@ DPDL without its distribution-prototype learning (w/o DPL: no Schrödinger bridg
 dispersion feature learning (w/o DFL), M = 10, general and hard setting (hard: mean over known classes). The
 paper gives no numbers for Fig. 2, only the claim that removing either part causes a clear AUC drop, largest
 for w/o DPL on industrial datasets; below are our measurements.""", '''df = tables.fig2(profile, results_dir)
-display(df.assign(**{"ours (mean ± std)": [tables.fmt_pm(m, s) for m, s in zip(df.ours_mean, df.ours_std)]})
-        [["setting", "dataset", "label", "ours (mean ± std)", "n"]])''', '''figures.ablation(df, caption=caption)
+display(tables.styled(df.assign(**{"ours (mean ± std)": [tables.fmt_pm(m, s) for m, s in zip(df.ours_mean, df.ours_std)]})
+        [["setting", "dataset", "label", "ours (mean ± std)", "n"]], caption))''', '''figures.ablation(df, caption=caption)
 plt.show()'''),
     "report_fig3_sensitivity.ipynb": ("Fig. 3 — parameter sensitivity", """
 AUC (general setting, M = 10) as one hyper-parameter varies with the others at the paper's values (C = 32,
 ε = 1e-3, κ = 10, λ = 1; dashed lines). The paper gives no numbers for Fig. 3; it claims performance is stable
 over a range, that too few or too many prototypes C hurt, that larger ε slowly degrades AUC, that κ above 10
 can hurt, and that λ = 0.01 is best on larger datasets and λ = 1 on small ones.""", '''df = tables.fig3(profile, results_dir)
-display(df.assign(**{"ours (mean ± std)": [tables.fmt_pm(m, s) for m, s in zip(df.ours_mean, df.ours_std)]})
-        [["symbol", "value", "dataset", "ours (mean ± std)", "n"]])''', '''figures.sensitivity(df, caption=caption)
+display(tables.styled(df.assign(**{"ours (mean ± std)": [tables.fmt_pm(m, s) for m, s in zip(df.ours_mean, df.ours_std)]})
+        [["symbol", "value", "dataset", "ours (mean ± std)", "n"]], caption))''', '''figures.sensitivity(df, caption=caption)
 plt.show()'''),
 }
 

@@ -32,11 +32,19 @@ def _run(args, env=None, timeout=600):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    results = tmp_path_factory.mktemp("smoke_results")
     out = tmp_path_factory.mktemp("book")
-    env = {"DPDL_RESULTS": str(results), "DPDL_CACHE": str(results / "cache")}
-    study = _run(["study", "run", "--profile", "smoke", "--results-dir", str(results), "--no-progress"], env=env)
-    assert study.returncode == 0, f"smoke study failed:\n{study.stdout[-3000:]}\n{study.stderr[-3000:]}"
+    try:  # the session's smoke study, shared with the study's own tests (run once, resumed afterwards)
+        from test_study_sweep import make_smoke_results
+    except ImportError:
+        make_smoke_results = None
+    if make_smoke_results is not None:
+        results = make_smoke_results(tmp_path_factory)
+    else:
+        results = tmp_path_factory.mktemp("smoke_results")
+        study = _run(["study", "run", "--profile", "smoke", "--results-dir", str(results), "--no-progress"],
+                     env={"DPDL_RESULTS": str(results)})
+        assert study.returncode == 0, f"smoke study failed:\n{study.stdout[-3000:]}\n{study.stderr[-3000:]}"
+    env = {"DPDL_RESULTS": str(results)}
     records = list((results / "runs" / "smoke").rglob("run.json"))
     assert records, "the smoke study wrote no run records"
     built = _run(["book", "build", "--profile", "smoke", "--results-dir", str(results), "--out", str(out)],

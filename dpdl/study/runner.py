@@ -143,7 +143,7 @@ def _stderr_to(path: Path | None):
             os.close(saved)
 
 
-def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_root=None, gpu: int | None = None,
+def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_root=None, gpu: str | int | None = None,
                 threads: int | None = None, notebook: str | os.PathLike | None = None,
                 log_output: bool = False, plot: bool = False, quiet_kernel: bool = True) -> dict:
     """Papermill the experiment notebook for one run and move its folder into place atomically.
@@ -210,23 +210,39 @@ def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_ro
 
 def _dask_task(spec: dict, profile: str, results_dir: str, data_root, gpu_per_worker: bool,
                plot: bool = False) -> dict:
-    """What a Dask worker runs: one thread per task unless it has a GPU; then :func:`execute_run`."""
-    if not gpu_per_worker:
+    """What a Dask worker runs: :func:`execute_run`, with one CPU thread per task, or, where the worker sees
+    GPUs, on one of them (chosen by the worker's index, so that a LocalCluster with one worker per GPU spreads)."""
+    gpus = _gpu_ids()
+    gpu = None
+    if gpus:
+        try:
+            from distributed import get_worker
+            name = get_worker().name
+            idx = int(name) if str(name).isdigit() else abs(hash(str(name)))
+        except Exception:  # noqa: BLE001 - not in a worker (tests call this directly)
+            idx = 0
+        gpu = gpus[idx % len(gpus)]
+    else:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = "1"
-    return execute_run(spec, profile, results_dir, data_root=data_root, threads=None if gpu_per_worker else 1,
-                       plot=plot)
+    return execute_run(spec, profile, results_dir, data_root=data_root, gpu=gpu,
+                       threads=None if gpus else 1, plot=plot)
+
+
+def _gpu_ids() -> list[str]:
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (honouring it when set)."""
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if vis is not None:
+        return [v.strip() for v in vis.split(",") if v.strip() and v.strip() != "-1"]
+    try:
+        import torch
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001
+        return []
 
 
 def _gpu_count() -> int:
-    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if vis is not None:
-        return len([v for v in vis.split(",") if v.strip() and v.strip() != "-1"])
-    try:
-        import torch
-        return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001
-        return 0
+    return len(_gpu_ids())
 
 
 class Progress:
@@ -299,7 +315,8 @@ def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, execu
         if not todo:
             pass
         elif executor == "local":
-            ngpu = _gpu_count()
+            gpus = _gpu_ids()
+            ngpu = len(gpus)
             if ngpu <= 1:
                 for s in todo:
                     prog.start(s.run_id)
@@ -308,7 +325,7 @@ def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, execu
                     prog.finish(res)
             else:
                 from concurrent.futures import ThreadPoolExecutor, as_completed
-                free = list(range(ngpu))
+                free = list(gpus)
                 with ThreadPoolExecutor(max_workers=ngpu) as pool:
                     futs = {}
                     pending = list(todo)
@@ -352,8 +369,8 @@ def _run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler
         log(f"dask: connected to {scheduler} ({len(client.scheduler_info()['workers'])} workers)")
         gpu = False
     else:
-        n = int(workers or os.cpu_count() or 1)
         gpu = _gpu_count() > 0
+        n = int(workers or (_gpu_count() if gpu else os.cpu_count()) or 1)
         cluster = LocalCluster(n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None)
         client = Client(cluster)
         log(f"dask: LocalCluster with {n} single-threaded worker processes")

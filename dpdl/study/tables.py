@@ -446,3 +446,13 @@ def display_frame(df: pd.DataFrame, *, index_cols=("dataset", "M"), extra_cols=(
     for c in [c for c in df.columns if c.endswith("(reported)")]:
         out[c] = [f"{v:.3f}" if isinstance(v, float) and not math.isnan(v) else "" for v in df[c]]
     return out.reset_index(drop=True)
+
+
+def styled(df: pd.DataFrame, caption: str):
+    """A pandas Styler of a display frame: no index, the profile caption on top, "not run here" greyed."""
+    def grey(v):
+        return "color: grey" if isinstance(v, str) and v.startswith("not run here") else ""
+
+    sty = df.style.hide(axis="index").set_caption(caption)
+    sty = sty.map(grey) if hasattr(sty, "map") else sty.applymap(grey)
+    return sty.format(precision=3, na_rep="")

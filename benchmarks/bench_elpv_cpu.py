@@ -27,6 +27,11 @@ GRID = {
     "effl0_mid+last_a128": ("efficientnet_lite0", {}),
     "effl0_last_a128": ("efficientnet_lite0", {"feature_layers": "last"}),
     "effl0_mid+last_7_a128": ("efficientnet_lite0", {"map_size": 7}),
+    "mnv2_mid+last_a64": ("mobilenet_v2", {"adapter_dim": 64}),
+    "effl0_mid+last_a64": ("efficientnet_lite0", {"adapter_dim": 64}),
+    "mnv2_low+mid+last_14_a64": ("mobilenet_v2", {"feature_layers": "low+mid+last", "map_size": 14, "adapter_dim": 64}),
+    "effl0_low+mid+last_14_a64": ("efficientnet_lite0", {"feature_layers": "low+mid+last", "map_size": 14,
+                                                          "adapter_dim": 64}),
 }
 TARGETS = [  # (setting, known_class, M, paper DPDL, best baseline)
     ("general", None, 10, 0.937, 0.850),

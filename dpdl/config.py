@@ -74,7 +74,7 @@ PROFILES: dict[str, Profile] = {
                      feature_layers="last", num_workers=4),
     "cpu": Profile(name="cpu", image_size=224, backbone="mobilenet_v2", finetune_backbone=False,
                    feature_cache=True, epochs=20, iters_per_epoch=20, batch_size=48, lr=1e-3,
-                   adapter_dim=128, pseudo_per_image=1, feature_layers="mid+last", device="cpu"),
+                   adapter_dim=128, pseudo_per_image=1, feature_layers="mid+last", threads=1, device="cpu"),
     "smoke": Profile(name="smoke", image_size=64, backbone="mobilenet_v2", finetune_backbone=False,
                      feature_cache=True, epochs=3, iters_per_epoch=5, batch_size=24, lr=1e-3,
                      adapter_dim=32, pseudo_per_image=1, feature_layers="mid+last", threads=1, device="cpu"),

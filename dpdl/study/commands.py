@@ -111,7 +111,7 @@ def cmd_run(args) -> int:
     if res["ran"] and not args.no_tables:
         from .tables import write_tables
         paths = write_tables(args.profile, args.results_dir, data_root=root)
-        print(f"wrote {len(paths)} tables and figures under {paths[0].parent.parent}")
+        print(f"wrote {len(paths)} tables and figures: {paths[-1].parent}, {paths[0].parent}")
     return 1 if res["failed_now"] else 0
 
 

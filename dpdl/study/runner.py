@@ -15,8 +15,18 @@ them; on a machine with k GPUs it runs k at a time, one per GPU (the notebook's 
 
 ``dask`` sends the same :func:`execute_run` calls to a Dask distributed cluster: a ``LocalCluster`` of
 ``workers`` single-threaded processes here, or an existing cluster with ``scheduler="tcp://host:8786"``
-(e.g. started by ``dask-jobqueue`` on SLURM/PBS, or ``dask scheduler`` + ``dask worker`` by hand). Each task pins
-itself to one thread (``OMP_NUM_THREADS=1``, the notebook's ``threads=1``) unless the worker has a GPU.
+(e.g. started by ``dask-jobqueue`` on SLURM/PBS, or ``dask scheduler`` + ``dask worker`` by hand; every worker
+needs this package installed and the results folder on a shared file system). Each task pins itself to one
+thread (``OMP_NUM_THREADS=1``, the notebook's ``threads=1``) unless the worker sees a GPU; then it runs on one
+of the worker's visible GPUs, picked by the worker's index (start one worker per GPU, e.g. with
+``CUDA_VISIBLE_DEVICES=i dask worker ...`` or dask-cuda's ``LocalCUDACluster``).
+
+A cluster from ``dask-jobqueue``, for instance::
+
+    from dask_jobqueue import SLURMCluster
+    cluster = SLURMCluster(cores=4, memory="32GB", job_extra_directives=["--gres=gpu:1"])
+    cluster.scale(jobs=8)
+    print(cluster.scheduler_address)   # then: dpdl study run --profile paper --executor dask --scheduler <it>
 
 Why Dask: the runs are independent, coarse (seconds to hours) Python function calls that write their own
 results to a shared file system -- exactly what ``client.submit`` + ``as_completed`` expresses, with no
@@ -35,7 +45,6 @@ import shutil
 import socket
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -151,8 +160,8 @@ def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_ro
     Returns a summary ``{"run_id", "status", "error", "seconds"}``. Never raises for a failing run: the
     failure is recorded in the run's ``run.json`` (``status: "failed"``, ``error``: one sentence).
     ``plot``: the notebook also draws the score histogram (about a second more per run: matplotlib).
-    ``quiet_kernel``: the kernel's own stderr (start-up warnings) goes to ``kernel.log`` in the run folder
-    (uses a process-wide file-descriptor redirect: only for one run at a time per process).
+    ``quiet_kernel``: the kernel's own stderr (start-up warnings) goes to ``kernel.log`` in the run folder, kept
+    when the run failed (uses a process-wide file-descriptor redirect: only for one run at a time per process).
     """
     import papermill as pm
 
@@ -197,6 +206,8 @@ def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_ro
     if isinstance(rec.get("config"), dict) and rec["config"].get("out"):
         rec["config"]["out"] = str(final)   # where the run lives, not the temporary folder it ran in
     atomic_write_json(rec_path, rec)
+    if rec["status"] == "ok" and (tmp / "kernel.log").exists():
+        (tmp / "kernel.log").unlink()      # kept only where it may explain a failure
     # into place: an old (failed) run folder is moved aside first, so the rename is atomic
     if final.exists():
         trash = base / TMP / f"old-{spec.run_id}-{os.getpid()}"
@@ -365,7 +376,10 @@ def _run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler
 
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise ValueError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
         log(f"dask: connected to {scheduler} ({len(client.scheduler_info()['workers'])} workers)")
         gpu = False
     else:
@@ -410,6 +424,3 @@ def study_status(plan, results_dir=None) -> dict:
         out["groups"][group] = g
     return out
 
-
-def format_exc() -> str:  # pragma: no cover - debugging helper
-    return traceback.format_exc()

@@ -18,20 +18,21 @@ import time
 from _common import write
 
 GRID = {
+    # the final cpu profile, and its MobileNetV2 twin (the backbone comparison)
+    "final_effl0": ("efficientnet_lite0", {}),
+    "final_mnv2": ("mobilenet_v2", {}),
+    # the exploration that led there (profile then: mobilenet_v2, mid+last, 14x14, lr 1e-3, 20 epochs); these
+    # rows state every field they change from the *current* profile
+
     # name: (backbone, profile overrides)
-    "mnv2_mid+last_a128": ("mobilenet_v2", {}),
-    "mnv2_last_a128": ("mobilenet_v2", {"feature_layers": "last"}),
-    "mnv2_mid+last_7_a128": ("mobilenet_v2", {"map_size": 7}),
-    "mnv2_mid+last_a64": ("mobilenet_v2", {"adapter_dim": 64}),
-    "mnv2_low+mid+last_14_a128": ("mobilenet_v2", {"feature_layers": "low+mid+last", "map_size": 14}),
-    "effl0_mid+last_a128": ("efficientnet_lite0", {}),
-    "effl0_last_a128": ("efficientnet_lite0", {"feature_layers": "last"}),
-    "effl0_mid+last_7_a128": ("efficientnet_lite0", {"map_size": 7}),
-    "mnv2_mid+last_a64": ("mobilenet_v2", {"adapter_dim": 64}),
-    "effl0_mid+last_a64": ("efficientnet_lite0", {"adapter_dim": 64}),
-    "mnv2_low+mid+last_14_a64": ("mobilenet_v2", {"feature_layers": "low+mid+last", "map_size": 14, "adapter_dim": 64}),
-    "effl0_low+mid+last_14_a64": ("efficientnet_lite0", {"feature_layers": "low+mid+last", "map_size": 14,
+    "mnv2_mid+last_7_lr1e-3_e20": ("mobilenet_v2", {"lr": 1e-3, "epochs": 20}),
+    "effl0_mid+last_7_lr1e-3_e20": ("efficientnet_lite0", {"lr": 1e-3, "epochs": 20}),
+    "effl0_mid+last_14_a64_lr1e-3_e20": ("efficientnet_lite0", {"lr": 1e-3, "epochs": 20, "map_size": 0,
+                                                                 "adapter_dim": 64}),
+    "mnv2_mid+last_14_a64_lr1e-3_e20": ("mobilenet_v2", {"lr": 1e-3, "epochs": 20, "map_size": 0,
                                                           "adapter_dim": 64}),
+    "effl0_mid+last_7_lr2e-4": ("efficientnet_lite0", {"lr": 2e-4}),
+    "effl0_last_7": ("efficientnet_lite0", {"feature_layers": "last"}),
 }
 TARGETS = [  # (setting, known_class, M, paper DPDL, best baseline)
     ("general", None, 10, 0.937, 0.850),
@@ -50,7 +51,7 @@ def one(backbone, overrides, setting="general", known=None, m=10, seed=0):
                         backbone=backbone, overrides=overrides), progress=False)
     row = {"backbone": backbone, "overrides": overrides, "setting": setting, "known_class": known, "anomalies": m,
            "seed": seed, "status": rec["status"], "error": rec["error"], "auc": rec["metrics"]["auc"],
-           "ap": rec["metrics"]["ap"], "timings": rec["timings"], "feature_cache": rec.get("feature_cache", {}),
+           "ap": rec["metrics"]["ap"], "timings": rec["timings"], "profile_settings": rec["profile_settings"], "feature_cache": rec.get("feature_cache", {}),
            "wall_s": time.perf_counter() - t}
     print(json.dumps({k: row[k] for k in ("backbone", "overrides", "setting", "known_class", "anomalies", "seed",
                                           "auc", "ap")}), row["timings"], flush=True)
@@ -67,7 +68,7 @@ def main():
     seeds = [int(s) for s in a.seeds.split(",")]
     if a.mode == "configs":
         names = a.only.split(",") if a.only else list(GRID)
-        rows = {n: one(*GRID[n], seed=s) for n in names for s in seeds}
+        rows = {(n if len(seeds) == 1 else f"{n}/s{s}"): one(*GRID[n], seed=s) for n in names for s in seeds}
         write(f"elpv_cpu_configs{a.tag}", {"task": "ELPV general M=10", "rows": rows})
     else:
         from dpdl.config import get_profile

@@ -11,7 +11,6 @@ overhead = (dpdl - backbone) / backbone. Usage: python benchmarks/bench_step_pap
 from __future__ import annotations
 
 import argparse
-import time
 
 from _common import write
 
@@ -75,7 +74,7 @@ def main():
                "step_ms": res, "dpdl_overhead_fraction": over,
                "dpdl_forward_fraction_of_backbone_forward": res["dpdl"]["dpdl_fwd"] / res["dpdl"]["backbone_fwd"],
                "target": "DPDL terms <= 10% of the step time over the backbone"}
-    write("step_paper", payload)
+    write("step_paper" if a.batch == 8 else f"step_paper_b{a.batch}", payload)
 
 
 if __name__ == "__main__":

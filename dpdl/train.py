@@ -350,8 +350,6 @@ def _loop(ctx: _Ctx, net: DPDLNet, next_batch, desc: str) -> dict:
     curves: dict[str, list[float]] = {}
     times: dict[str, list[float]] = {}
     net.train()
-    if net.backbone is None:
-        pass
     bar = tqdm(total=total, desc=desc, disable=not ctx.progress, leave=False, unit="step")
     step = 0
     for epoch in range(prof.epochs):
@@ -559,8 +557,6 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     record["split"] = {"fingerprint": split.fingerprint, **split.counts(),
                        "test_anomaly_classes": list(split.test_anomaly_classes),
                        "train_anomaly_keys": [s.key for s in split.train_anomaly]}
-    if profile.feature_cache and backbone == "resnet18":
-        pass  # allowed: frozen ResNet-18 features (weights must be present)
     det_was, threads_was = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True, warn_only=True)
     if profile.threads:
@@ -579,6 +575,13 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
                                                     "scores": [float(v) for v in scores]})
     except NonFiniteLossError as exc:
         record["status"], record["error"] = "failed", str(exc)
+    except Exception as exc:  # a bug or a broken file mid-run: leave a failed record behind, then raise
+        record["status"], record["error"] = "failed", f"{type(exc).__name__}: {exc}"
+        if out is not None:
+            record["timings"] = {"total_s": round(time.perf_counter() - t_start, 4)}
+            record["host"] = host_info(device)
+            atomic_write_json(out / "run.json", _jsonable(record))
+        raise
     finally:
         torch.use_deterministic_algorithms(det_was)
         torch.set_num_threads(threads_was)

@@ -47,6 +47,8 @@ def register(subparsers) -> None:
                    help="local: one run at a time (one per GPU); dask: a Dask cluster")
     r.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
     r.add_argument("--workers", type=int, default=None, help="worker processes of the Dask LocalCluster")
+    r.add_argument("--jobs", type=int, default=None,
+                   help="local executor: runs at a time on CPU (default: cores // the profile's threads per run)")
     r.add_argument("--retry-failed", action="store_true", help="also rerun the runs that failed before")
     r.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -102,7 +104,7 @@ def cmd_run(args) -> int:
         return 0
     res = run_specs(plan.runs, args.profile, args.results_dir, executor=args.executor, scheduler=args.scheduler,
                     workers=args.workers, data_root=root, retry_failed=args.retry_failed,
-                    progress=not args.no_progress, plot=args.plots)
+                    progress=not args.no_progress, plot=args.plots, jobs=args.jobs)
     print(f"ran {res['ran']} run(s): {res['ok']} ok, {res['failed_now']} failed; "
           f"{res['done_before']} were done before, {res['failed_before']} failed before")
     for r in res["results"]:

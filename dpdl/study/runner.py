@@ -9,9 +9,11 @@ what is missing. A run that fails keeps its executed notebook (with the tracebac
 
 Executors
 ---------
-``local`` (default) runs one notebook at a time on a CPU machine, leaving torch's threads as the environment sets
-them; on a machine with k GPUs it runs k at a time, one per GPU (the notebook's ``gpu`` parameter sets
-``CUDA_VISIBLE_DEVICES`` before torch is imported).
+``local`` (default) on a CPU machine runs ``jobs`` notebooks at a time, each in its own process: by default
+``cpu_count // profile.threads`` when the profile pins torch's threads (``cpu`` and ``smoke`` use one thread per
+run, so a 2-core machine runs two at once), else one at a time with torch's threads as the environment sets
+them; ``--jobs 1`` forces one at a time. On a machine with k GPUs it runs k at a time, one per GPU (the
+notebook's ``gpu`` parameter sets ``CUDA_VISIBLE_DEVICES`` before torch is imported).
 
 ``dask`` sends the same :func:`execute_run` calls to a Dask distributed cluster: a ``LocalCluster`` of
 ``workers`` single-threaded processes here, or an existing cluster with ``scheduler="tcp://host:8786"``
@@ -219,6 +221,34 @@ def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_ro
     return {"run_id": spec.run_id, "status": rec["status"], "error": rec.get("error"), "seconds": elapsed}
 
 
+def _execute_in_subprocess(spec: RunSpec, profile: str, results_dir, data_root=None, plot: bool = False) -> dict:
+    """:func:`execute_run` in a child process (``python -m dpdl.study.runner``): parallel local runs, each able
+    to send its kernel's stderr to its own ``kernel.log``."""
+    import subprocess
+
+    _kernel_env()
+    args = [sys.executable, "-m", "dpdl.study.runner", json.dumps(spec.to_dict()), profile, str(results_dir),
+            "" if data_root is None else str(data_root), "1" if plot else "0"]
+    t0 = time.time()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    err = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    return {"run_id": spec.run_id, "status": "failed", "error": f"the run's process failed: {err}",
+            "seconds": time.time() - t0}
+
+
+def default_jobs(profile: str) -> int:
+    """Concurrent local CPU runs: ``cpu_count // threads`` when the profile pins torch's threads, else 1."""
+    try:
+        from ..config import get_profile
+        threads = int(getattr(get_profile(profile), "threads", 0) or 0)
+    except (ValueError, ImportError):
+        threads = 0
+    return max(1, (os.cpu_count() or 1) // threads) if threads else 1
+
+
 def _dask_task(spec: dict, profile: str, results_dir: str, data_root, gpu_per_worker: bool,
                plot: bool = False) -> dict:
     """What a Dask worker runs: :func:`execute_run`, with one CPU thread per task, or, where the worker sees
@@ -299,7 +329,7 @@ class Progress:
 
 def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, executor: str = "local",
               scheduler: str | None = None, workers: int | None = None, data_root=None,
-              retry_failed: bool = False, progress: bool = True, plot: bool = False,
+              retry_failed: bool = False, progress: bool = True, plot: bool = False, jobs: int | None = None,
               log: Callable[[str], None] = print) -> dict:
     """Run what is missing among ``specs``; returns counts ``{"done", "failed", "ran", "skipped_done", ...}``."""
     results_dir = Path(results_dir or default_results_dir())
@@ -328,7 +358,25 @@ def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, execu
         elif executor == "local":
             gpus = _gpu_ids()
             ngpu = len(gpus)
-            if ngpu <= 1:
+            njobs = int(jobs) if jobs else (default_jobs(profile) if ngpu == 0 else 1)
+            if ngpu <= 1 and njobs > 1:
+                from concurrent.futures import ThreadPoolExecutor, as_completed
+                log(f"local: {njobs} runs at a time")
+                with ThreadPoolExecutor(max_workers=njobs) as pool:
+                    futs = {}
+                    for s in todo:
+                        futs[pool.submit(_execute_in_subprocess, s, profile, results_dir, data_root, plot)] = s
+                    for s in todo[:njobs]:
+                        prog.start(s.run_id)
+                    started = njobs
+                    for fut in as_completed(futs):
+                        res = fut.result()
+                        results.append(res)
+                        prog.finish(res)
+                        if started < len(todo):
+                            prog.start(todo[started].run_id)
+                            started += 1
+            elif ngpu <= 1:
                 for s in todo:
                     prog.start(s.run_id)
                     res = execute_run(s, profile, results_dir, data_root=data_root, gpu=None, plot=plot)
@@ -424,3 +472,18 @@ def study_status(plan, results_dir=None) -> dict:
         out["groups"][group] = g
     return out
 
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m dpdl.study.runner SPEC_JSON PROFILE RESULTS_DIR [DATA_ROOT] [PLOT]``: one run; prints its
+    summary as a JSON line (used by the parallel local executor)."""
+    spec, profile, results_dir = json.loads(argv[0]), argv[1], argv[2]
+    data_root = argv[3] if len(argv) > 3 and argv[3] else None
+    plot = len(argv) > 4 and argv[4] == "1"
+    res = execute_run(spec, profile, results_dir, data_root=data_root, plot=plot)
+    print(json.dumps(res), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

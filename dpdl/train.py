@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import build_backbone, check_backbone, feature_shape, parse_layers
+from .backbones import build_backbone, check_backbone, feature_shape, parse_layers, weights_path
 from .config import Profile, get_profile
 from .features import FeatureCache, Item
 from .records import SCHEMA_VERSION, atomic_write_json, code_version, utc_now
@@ -274,6 +274,7 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
     profile = get_profile(cfg.profile, **(cfg.overrides or {}))
     backbone = cfg.backbone or profile.backbone
     check_backbone(backbone)
+    weights_path(backbone, cfg.weights)  # missing weights: one clear FileNotFoundError before any work
     parse_layers(profile.feature_layers)
     parse_heads(cfg.heads)
     if cfg.setting not in ("general", "hard"):

@@ -130,3 +130,8 @@ def test_table_arithmetic_on_handmade_records(tmp_path):
     shown = tables.display_frame(t1)
     assert "ours (mean ± std)" in shown and "AHL (reported)" in shown
     assert "not run here" in set(shown["ours (mean ± std)"].str[:12])
+
+
+def test_default_jobs():
+    assert runner.default_jobs("smoke") == max(1, (os.cpu_count() or 1))   # smoke pins one thread per run
+    assert runner.default_jobs("paper") == 1

@@ -110,3 +110,11 @@ def test_cli_train_and_score(tmp_path, capsys, synthetic_root):
     assert main(["train", "--dataset", "synthetic", "--profile", "smoke", "--backbone", "nope",
                  "--out", str(tmp_path / "x")]) == 2
     assert main(["score", "--model", str(tmp_path / "nowhere"), "--images", str(normal[0])]) == 2
+
+
+def test_missing_resnet_weights_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("DPDL_RESNET18_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(FileNotFoundError, match="ResNet-18 ImageNet weights not found"):
+        run(RunConfig("synthetic", profile="smoke", backbone="resnet18", out=str(tmp_path / "o")), progress=False)
+    assert not (tmp_path / "o").exists()

@@ -46,6 +46,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a record is meant to be read by others
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

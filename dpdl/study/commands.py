@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     r = sub.add_parser("run", help="execute the runs that are missing (never recomputes a finished run)")
     common(r)
     r.add_argument("--executor", choices=["local", "dask"], default="local",
-                   help="local: one run at a time (one per GPU); dask: a Dask cluster")
+                   help="local: this machine (--jobs runs at a time on CPU, one per GPU); dask: a Dask cluster")
     r.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
     r.add_argument("--workers", type=int, default=None, help="worker processes of the Dask LocalCluster")
     r.add_argument("--jobs", type=int, default=None,

@@ -79,6 +79,21 @@ def run_state(spec: RunSpec | str, profile: str, results_dir=None) -> tuple[str,
     return ("done" if rec.get("status") == "ok" else "failed"), rec
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (ProcessLookupError, OverflowError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 def clean_stale_tmp(profile: str, results_dir=None) -> list[str]:
     """Remove ``.tmp`` folders left by killed sweeps (those whose process is gone). Returns their names."""
     tmp = runs_dir(profile, results_dir) / TMP
@@ -89,13 +104,7 @@ def clean_stale_tmp(profile: str, results_dir=None) -> list[str]:
         pid = d.name.rsplit("-", 1)[-1]
         alive = False
         if pid.isdigit():
-            try:
-                os.kill(int(pid), 0)
-                alive = int(pid) != os.getpid()
-            except PermissionError:
-                alive = True
-            except (ProcessLookupError, OverflowError):
-                alive = False
+            alive = int(pid) != os.getpid() and _pid_alive(int(pid))
             # pids are reused: a folder older than a day is stale whatever its pid
             if alive and time.time() - d.stat().st_mtime > 86400:
                 alive = False
@@ -327,6 +336,31 @@ class Progress:
             self.bar.close()
 
 
+def warm_feature_cache(todo: list[RunSpec], profile: str, data_root=None, log: Callable[[str], None] = print,
+                       progress: bool = True) -> list[dict]:
+    """Fill the feature cache of every dataset in ``todo`` once, in this process and with all cores, before runs
+    start in parallel (otherwise the first parallel runs would all extract the same features).
+
+    Feature-cache profiles only; a dataset whose runs override the backbone is left to its runs."""
+    from ..config import get_profile
+    from ..train import prepare_features
+
+    if not get_profile(profile).feature_cache:
+        return []
+    out = []
+    for dataset in sorted({s.dataset for s in todo if "backbone" not in dict(s.overrides)}):
+        try:
+            info = prepare_features(dataset, profile=profile, data_root=data_root, overrides={"threads": 0},
+                                    progress=progress)
+        except (ValueError, FileNotFoundError) as exc:  # the runs will fail with the same sentence and be recorded
+            log(f"feature cache for {dataset} not prepared: {exc}")
+            continue
+        log(f"feature cache for {dataset}: {info['items']} items ready in {info['seconds']:.0f} s "
+            f"({info.get('misses', 0)} extracted)")
+        out.append(info)
+    return out
+
+
 def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, executor: str = "local",
               scheduler: str | None = None, workers: int | None = None, data_root=None,
               retry_failed: bool = False, progress: bool = True, plot: bool = False, jobs: int | None = None,
@@ -350,6 +384,8 @@ def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, execu
     log(f"profile {profile}: {already_done} done, {already_failed} failed (not retried"
         f"{'' if already_failed == 0 else '; use --retry-failed'}), {len(todo)} to run "
         f"[{executor}]")
+    if todo and executor == "local":
+        warm_feature_cache(todo, profile, data_root=data_root, log=log, progress=progress)
     results: list[dict] = []
     prog = Progress(len(todo), enabled=progress)
     try:

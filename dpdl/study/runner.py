@@ -296,10 +296,12 @@ def _gpu_count() -> int:
 
 
 class Progress:
-    """tqdm over runs: done/failed counts, the running run(s), ETA from the mean run time."""
+    """tqdm over runs: done/failed counts, the running run(s), the mean run time, and an ETA from the wall-clock
+    throughput so far (which accounts for runs executing in parallel)."""
 
     def __init__(self, total: int, enabled: bool = True):
         self.total, self.done, self.failed, self.times = total, 0, 0, []
+        self.t0 = time.monotonic()
         self.running: list[str] = []
         self.bar = None
         if enabled and total:
@@ -327,7 +329,8 @@ class Progress:
             return
         left = self.total - self.done - self.failed
         mean = sum(self.times) / len(self.times) if self.times else float("nan")
-        eta = "?" if not self.times else time.strftime("%H:%M:%S", time.gmtime(mean * left))
+        per_run_wall = (time.monotonic() - self.t0) / len(self.times) if self.times else float("nan")
+        eta = "?" if not self.times else time.strftime("%H:%M:%S", time.gmtime(per_run_wall * left))
         self.bar.set_postfix_str(f"ok={self.done} failed={self.failed} mean={mean:.1f}s eta={eta} "
                                  f"running={','.join(self.running) or '-'}", refresh=True)
 

@@ -1,4 +1,5 @@
-"""Pseudo anomalies as the OSAD baselines make them ("CutMix" in their code; CutPaste-like in fact).
+"""Pseudo anomalies (Sec. 5.3: "we use CutMix to create pseudo-anomaly samples"), made as the OSAD baselines make
+them ("CutMix" in their code; CutPaste-like in fact).
 
 A patch covering 2-15% of the image area, with aspect ratio (width / height) in [0.3, 1/0.3] (log-uniform), is cut
 from a random place of a normal image, colour-jittered (brightness, contrast, saturation, hue: 0.1 each) and pasted

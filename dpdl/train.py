@@ -1,4 +1,5 @@
-"""The training loop: one OSAD run (split -> features -> DPDL training -> test AUC) and its run record.
+"""The training loop (Algorithm 1; Sec. 5.3): one OSAD run (split -> features -> DPDL training on the total loss of
+Eq. (23) -> test score S = Sa + Sr - Sn -> AUC) and its run record.
 
 Two modes, chosen by the profile (dpdl.config):
 

@@ -290,6 +290,11 @@ def read_sdd_yolo(root: Path, dataset: str = "sdd") -> Pool:
             samples += _bands(dataset, root, img, mask, size)
     if not samples:
         raise ValueError(f"dataset {dataset!r}: folder {images_root} holds no image files; expected images/<part>/*.jpg.")
+    return _band_pool(samples)
+
+
+def _band_pool(samples: list[Sample]) -> Pool:
+    """A pool of SDD bands, split by label and sorted by key (3:1 normal split applies: no own split)."""
     return Pool(normal=sorted(s for s in samples if s.label == 0), anomaly=sorted(s for s in samples if s.label == 1))
 
 
@@ -313,7 +318,7 @@ def read_sdd_kolektor(root: Path, dataset: str = "sdd") -> Pool:
             samples += _bands(dataset, root, img, mask, size)
     if not samples:
         raise ValueError(f"dataset {dataset!r}: {root} holds no kosNN/PartN.jpg images.")
-    return Pool(normal=sorted(s for s in samples if s.label == 0), anomaly=sorted(s for s in samples if s.label == 1))
+    return _band_pool(samples)
 
 
 def read_sdd(root: Path, dataset: str = "sdd") -> Pool:

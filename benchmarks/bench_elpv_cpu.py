@@ -4,6 +4,8 @@ Usage:
   python benchmarks/bench_elpv_cpu.py configs   # backbone comparison + tuning grid, general M=10 seed 0
   python benchmarks/bench_elpv_cpu.py targets   # the profile's default on general M=10, M=1 and hard mono/poly
   python benchmarks/bench_elpv_cpu.py configs --only NAME[,NAME]   # some rows of the grid
+  python benchmarks/bench_elpv_cpu.py choices --only NAME --seeds 0,1,2,3,4   # a head-loss / feature-aug choice
+                                                                   # on every target cell (results: elpv_cpu_choice_NAME)
 Features must be cached first (``dpdl.train.prepare_features('elpv', 'cpu', backbone=B)``; the first run of a
 backbone does it anyway, and its time is reported as ``features_s``). Results: results/benchmarks/elpv_cpu_*.json.
 Paper (Table 1/2, DPDL, ELPV): general M=10 0.937, M=1 0.897; hard M=10 0.818 (mean of mono/poly), M=1 0.762.
@@ -34,6 +36,13 @@ GRID = {
     "effl0_mid+last_7_lr2e-4": ("efficientnet_lite0", {"lr": 2e-4}),
     "effl0_last_7": ("efficientnet_lite0", {"feature_layers": "last"}),
 }
+# the head-loss and feature-augmentation choices, each measured on every target cell (a 2x2 factorial)
+CHOICES = {
+    "bce": {"head_loss": "bce", "feature_aug": "none"},
+    "bce_d4": {"head_loss": "bce", "feature_aug": "d4"},
+    "deviation": {"head_loss": "deviation", "feature_aug": "none"},
+    "deviation_d4": {"head_loss": "deviation", "feature_aug": "d4"},
+}
 TARGETS = [  # (setting, known_class, M, paper DPDL, best baseline)
     ("general", None, 10, 0.937, 0.850),
     ("general", None, 1, 0.897, 0.828),
@@ -58,9 +67,20 @@ def one(backbone, overrides, setting="general", known=None, m=10, seed=0):
     return row
 
 
+def summarise(rows) -> dict:
+    """Mean and sd of AUC per target cell (hard: mono and poly pooled, as the paper's Table 2 averages them)."""
+    import statistics
+    cells: dict = {}
+    for r in rows:
+        key = f"{r['setting']} M={r['anomalies']}"
+        cells.setdefault(key, []).append(r["auc"])
+    return {k: {"mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+            for k, v in cells.items()}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("configs", "targets"))
+    ap.add_argument("mode", choices=("configs", "targets", "choices"))
     ap.add_argument("--only", default=None)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--tag", default="")
@@ -70,6 +90,18 @@ def main():
         names = a.only.split(",") if a.only else list(GRID)
         rows = {(n if len(seeds) == 1 else f"{n}/s{s}"): one(*GRID[n], seed=s) for n in names for s in seeds}
         write(f"elpv_cpu_configs{a.tag}", {"task": "ELPV general M=10", "rows": rows})
+    elif a.mode == "choices":
+        from dpdl.config import get_profile
+        prof = get_profile("cpu")
+        for name in (a.only.split(",") if a.only else list(CHOICES)):
+            rows = []
+            for setting, known, m, paper, base in TARGETS:
+                for s in seeds:
+                    r = one(prof.backbone, CHOICES[name], setting, known, m, s)
+                    r.update(paper_dpdl=paper, paper_best_baseline=base)
+                    rows.append(r)
+            write(f"elpv_cpu_choice_{name}{a.tag}", {"choice": name, "overrides": CHOICES[name], "rows": rows,
+                                                     "cells": summarise(rows)})
     else:
         from dpdl.config import get_profile
         prof = get_profile("cpu")

@@ -220,6 +220,40 @@ code('''if "breakdown" in perf:
     plt.show()
 else:
     display(Markdown("Not measured yet."))'''),
+md("""## Choices measured on ELPV
+
+Where the paper is silent, the `cpu` profile's choice was measured on every ELPV target cell (general and hard,
+M = 10 and M = 1, seeds 0–4; hard pools the mono and poly known classes, as Table 2 averages them):
+$\\mathcal{L}_{\\mathrm{binary}}$ as binary cross-entropy (`bce`) or as DevNet's deviation loss (`deviation`),
+and the training feature maps left as they are or randomly rotated and flipped (`d4`). Measured by
+`python benchmarks/bench_elpv_cpu.py choices --seeds 0,1,2,3,4`; the Deviations page says which the profile
+uses."""),
+code('''choices = book.choice_table(results)
+if choices.empty:
+    display(Markdown("Not measured yet: no `results/benchmarks/elpv_cpu_choice_*.json`."))
+else:
+    import matplotlib.pyplot as plt
+    display(book.styled(choices, {"AUC mean": "{:.3f}", "AUC sd": "{:.3f}", "paper DPDL": "{:.3f}",
+                                  "best baseline": "{:.3f}"}))
+    cells = list(dict.fromkeys(choices["cell"]))
+    names = list(dict.fromkeys(choices["choice"]))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        d = choices[choices["choice"] == name].set_index("cell").reindex(cells)
+        ax.bar([c + i * width for c in range(len(cells))], d["AUC mean"], width, yerr=d["AUC sd"], capsize=2,
+               label=name)
+    ref = choices.drop_duplicates("cell").set_index("cell").reindex(cells)
+    for c, cell in enumerate(cells):
+        ax.hlines(ref.loc[cell, "best baseline"], c - 0.1, c + 0.9, colors="k", linestyles="--",
+                  label="best baseline (paper)" if c == 0 else None)
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cells))], cells)
+    ax.set_ylabel("AUC (mean ± sd over seeds)")
+    ax.set_ylim(0.5, 1.0)
+    ax.set_title("ELPV, cpu profile: the L_binary and augmentation choices")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    plt.show()'''),
 md("## Benchmarks (feature cache, step times)"),
 code('''if not perf["benchmarks"]:
     display(Markdown(f"Not measured yet: no `{results / 'benchmarks'}/*.json`. "

@@ -714,12 +714,38 @@ def performance_tables(results=None, profile: str = "cpu", records=None) -> dict
     root = Path(results) if results else default_results_dir()
     bench = []
     for path in sorted((root / "benchmarks").glob("*.json")):
+        if path.name.startswith(CHOICE_PREFIX):   # shown by choice_table
+            continue
         try:
             bench.append((path.name, json.loads(path.read_text(encoding="utf-8"))))
         except ValueError:
             bench.append((path.name, {"error": "not valid JSON"}))
     out["benchmarks"] = bench
     return out
+
+
+CHOICE_PREFIX = "elpv_cpu_choice_"
+
+
+def choice_table(results: str | os.PathLike | None = None):
+    """The reading-of-the-paper choices measured on ELPV (``benchmarks/bench_elpv_cpu.py choices``): one row per
+    choice and target cell with the AUC mean and sd over the seeds, the paper's DPDL and best-baseline numbers,
+    and the file. An empty DataFrame when no ``results/benchmarks/elpv_cpu_choice_*.json`` exists."""
+    import pandas as pd
+    root = Path(results) if results else default_results_dir()
+    rows = []
+    for path in sorted((root / "benchmarks").glob(f"{CHOICE_PREFIX}*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        ref = {f"{r['setting']} M={r['anomalies']}": (r.get("paper_dpdl"), r.get("paper_best_baseline"))
+               for r in data.get("rows", [])}
+        over = data.get("overrides", {})
+        for cell, st in data.get("cells", {}).items():
+            paper, base = ref.get(cell, (None, None))
+            rows.append({"choice": data.get("choice", path.stem[len(CHOICE_PREFIX):]),
+                         "head_loss": over.get("head_loss"), "feature_aug": over.get("feature_aug"), "cell": cell,
+                         "AUC mean": st["mean"], "AUC sd": st["sd"], "runs": st["n"], "paper DPDL": paper,
+                         "best baseline": base, "file": path.name, "code": data.get("code_version")})
+    return pd.DataFrame(rows)
 
 
 def styled(df, formats: dict | None = None, precision: int = 3):

@@ -31,6 +31,8 @@ class Profile:
     num_workers: int = 0        # image-loading workers (image mode only)
     threads: int = 0            # >0: torch intra-op threads during the run (0: leave torch's default)
     device: str = "auto"        # "auto" = CUDA when present
+    head_loss: str = "bce"      # L_binary of Eqs. (20)-(22): "bce" or "deviation" (the paper does not say)
+    feature_aug: str = "none"   # "d4": random rot90/flip of cached feature maps (feature-cache profiles)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +65,9 @@ class Profile:
             out.append(f"AdamW lr {self.lr:g} instead of 2e-4")
         if self.weight_decay != 1e-5:
             out.append(f"AdamW weight decay {self.weight_decay:g} instead of 1e-5")
+        if self.feature_aug == "d4":
+            out.append("training feature maps randomly rotated by multiples of 90 degrees and flipped (the "
+                       "cached-feature stand-in for the baselines' RandomRotation(180) of training images)")
         if self.grad_clip:
             out.append(f"gradient-norm clipping at {self.grad_clip:g}")
         return out

@@ -10,8 +10,10 @@ All heads act on feature maps x (B, Cf, H, W) and return one logit per image (B,
 * M_r (Eq. 22): the same top-K head as M_a (its own weights) on the prototype residual
   (ψ_p(x) − µ_{c*}) / σ_{c*} reshaped to (B, Cf, H, W), c* = argmax_c N(ψ_p(x); µ_c, ε σ_c).
 
-L_binary is binary cross-entropy with logits (the DRA/DevNet baselines used deviation or focal losses;
-the paper does not say which it uses).
+L_binary (Eqs. 20–22) is "a binary classification loss function"; the paper does not say which.  Two readings
+are implemented (``DPDLConfig.binary_loss``): binary cross-entropy with logits, and the deviation loss of DevNet
+(:func:`deviation_loss`), the default criterion of DRA's public code, whose heads (holistic, top-K plain) DPDL's
+M_n and M_a mirror.  Which one a run used is stored in its record.
 
 **Finding (documented for the book).**  Under the LightSB parameterisation the bridge maps x to
 ψ_p(x) = µ_c + σ_c ⊙ x (+ √(εσ_c)⊙z when sampled) for a component c drawn from w(x) (Eq. 13).  Whenever the
@@ -31,7 +33,19 @@ from torch import Tensor, nn
 
 from dpdl import bridge
 
-__all__ = ["topk_k", "topk_mean", "TopKHead", "NormalHead", "prototype_residual"]
+__all__ = ["topk_k", "topk_mean", "TopKHead", "NormalHead", "prototype_residual", "deviation_loss"]
+
+
+def deviation_loss(scores: Tensor, target: Tensor, margin: float = 5.0) -> Tensor:
+    """L_binary as DevNet's deviation loss (Pang et al., KDD 2019, Eq. 6; DRA's default criterion).
+
+    dev = (s − µ_R)/σ_R against the reference prior R = N(0, 1); loss = mean((1 − t)|dev| + t·max(0, a − dev)),
+    a = ``margin`` = 5.  We use the prior's exact µ_R = 0, σ_R = 1 where DevNet's code draws 5000 reference
+    scores per call (the same in expectation, without the sampling noise).  scores, target (B,) → scalar.
+    """
+    dev = scores
+    target = target.to(scores.dtype)
+    return ((1.0 - target) * dev.abs() + target * torch.clamp(margin - dev, min=0.0)).mean()
 
 
 def topk_k(n: int, ratio: float = 0.1) -> int:

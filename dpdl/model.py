@@ -29,12 +29,13 @@ from torch import Tensor, nn
 
 from dpdl import bridge
 from dpdl.dispersion import dispersion_loss
-from dpdl.heads import NormalHead, TopKHead, prototype_residual
+from dpdl.heads import NormalHead, TopKHead, deviation_loss, prototype_residual
 from dpdl.prototypes import MultiGaussianPrototypes, vq_codebook
 
 __all__ = ["DPDLConfig", "DPDLModel", "check_finite", "LOSS_TERMS"]
 
 LOSS_TERMS = ("ma", "mn", "mr", "dpl_n", "dpl_a", "dfl", "total")
+BINARY_LOSSES = ("bce", "deviation")
 _HEADS = ("n", "a", "r")
 
 
@@ -77,8 +78,8 @@ class DPDLConfig:
             raise ValueError(f"topk_ratio must lie in (0, 1], got {self.topk_ratio!r}")
         if self.dpl_scale not in ("per_dim", "none"):
             raise ValueError(f"dpl_scale must be 'per_dim' or 'none', got {self.dpl_scale!r}")
-        if self.binary_loss != "bce":
-            raise ValueError(f"binary_loss must be 'bce', got {self.binary_loss!r}")
+        if self.binary_loss not in BINARY_LOSSES:
+            raise ValueError(f"binary_loss must be one of {', '.join(BINARY_LOSSES)}, got {self.binary_loss!r}")
         if not (isinstance(self.normal_hidden, int) and self.normal_hidden >= 1):
             raise ValueError(f"normal_hidden must be an integer >= 1, got {self.normal_hidden!r}")
         if not (isinstance(self.vq_iters, int) and self.vq_iters >= 1):
@@ -187,6 +188,9 @@ class DPDLModel(nn.Module):
 
     # ---------------------------------------------------------------- losses
     def _binary(self, logits: Tensor, target: Tensor) -> Tensor:
+        """L_binary of Eqs. (20)–(22): BCE with logits, or DevNet's deviation loss (``cfg.binary_loss``)."""
+        if self.cfg.binary_loss == "deviation":
+            return deviation_loss(logits, target)
         return F.binary_cross_entropy_with_logits(logits, target)
 
     def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:

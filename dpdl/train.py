@@ -191,6 +191,29 @@ class Adapter(nn.Module):
         self.train(was)
 
 
+AUG_SEED_OFFSET = 7919
+
+
+def d4_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each map of x (B, C, H, W), H == W, turned by a random element of the square's symmetry group D4
+    (rot90 by k = 0..3, then or not a left-right flip; uniform over the 8). Returns a new (B, C, H, W) tensor.
+
+    Cached features cannot be re-extracted from rotated images; a CNN's map of a rotated image is close to the
+    rotated map, so this stands in for the baselines' RandomRotation(180) of training images (``cpu`` profile).
+    """
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"d4 augmentation needs square feature maps (B, C, H, H), got {tuple(x.shape)}")
+    code = torch.randint(0, 8, (x.shape[0],), generator=gen)
+    out = x.clone()
+    for c in range(1, 8):
+        rows = (code == c).nonzero().flatten()
+        if len(rows):
+            v = x[rows]
+            v = v.flip(-1) if c >= 4 else v
+            out[rows] = torch.rot90(v, c % 4, dims=(-2, -1))
+    return out
+
+
 def roc_metrics(labels, scores) -> dict:
     """AUC (sklearn roc_auc_score) and AUC-PR (average_precision_score) of image scores."""
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -226,10 +249,10 @@ def host_info(device: torch.device) -> dict:
 
 # ---------------------------------------------------------------------------------------------- the model
 
-def build_dpdl(in_channels: int, feat_hw: tuple[int, int], cfg: RunConfig):
+def build_dpdl(in_channels: int, feat_hw: tuple[int, int], cfg: RunConfig, binary_loss: str = "bce"):
     from .model import DPDLConfig, DPDLModel
     dcfg = DPDLConfig(prototypes=cfg.prototypes, eps=cfg.eps, kappa=cfg.kappa, lam=cfg.lam, use_dpl=cfg.use_dpl,
-                      use_dfl=cfg.use_dfl, heads=parse_heads(cfg.heads))
+                      use_dfl=cfg.use_dfl, heads=parse_heads(cfg.heads), binary_loss=binary_loss)
     return DPDLModel(in_channels, tuple(feat_hw), dcfg), dcfg
 
 
@@ -290,6 +313,12 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
         raise ValueError(f"eps must be > 0, got {cfg.eps}")
     if profile.batch_size < 3:
         raise ValueError(f"batch size must be >= 3, got {profile.batch_size}")
+    if profile.head_loss not in ("bce", "deviation"):
+        raise ValueError(f"profile field head_loss must be 'bce' or 'deviation', got {profile.head_loss!r}")
+    if profile.feature_aug not in ("none", "d4"):
+        raise ValueError(f"profile field feature_aug must be 'none' or 'd4', got {profile.feature_aug!r}")
+    if profile.feature_aug != "none" and not profile.feature_cache:
+        raise ValueError("profile field feature_aug applies to cached features only (a feature-cache profile)")
     if profile.feature_cache and profile.finetune_backbone:
         raise ValueError("a profile cannot both fine-tune the backbone and cache its features")
     if cfg.out and not cfg.overwrite:
@@ -396,7 +425,7 @@ def _run_features(ctx: _Ctx, split) -> tuple[DPDLNet, np.ndarray, np.ndarray]:
     c, h, w = f_norm.shape[1:]
     adapter = Adapter(c, prof.adapter_dim)
     adapter.calibrate(f_norm)
-    dpdl, dcfg = build_dpdl(adapter.out_channels, (h, w), cfg)
+    dpdl, dcfg = build_dpdl(adapter.out_channels, (h, w), cfg, prof.head_loss)
     net = DPDLNet(adapter, dpdl).to(ctx.device)
     ctx.extra["dpdl_config"] = asdict(dcfg)
     with torch.no_grad():
@@ -412,6 +441,7 @@ def _run_features(ctx: _Ctx, split) -> tuple[DPDLNet, np.ndarray, np.ndarray]:
     s_pseudo = Stream(max(len(f_pseudo), 1), gen)
     y = torch.cat([torch.zeros(n_norm), torch.ones(n_seen + n_pseudo)])
     ctx.extra["batch"] = {"normal": n_norm, "seen": n_seen, "pseudo": n_pseudo}
+    aug_gen = torch.Generator().manual_seed(int(cfg.seed) + AUG_SEED_OFFSET)  # its own stream: batches unchanged
 
     def next_batch(step):
         parts = [f_norm[s_norm.take(n_norm)]]
@@ -419,7 +449,8 @@ def _run_features(ctx: _Ctx, split) -> tuple[DPDLNet, np.ndarray, np.ndarray]:
             parts.append(f_seen[s_seen.take(n_seen)])
         if n_pseudo:
             parts.append(f_pseudo[s_pseudo.take(n_pseudo)])
-        return torch.cat(parts).float(), y
+        x = torch.cat(parts).float()
+        return (d4_augment(x, aug_gen) if prof.feature_aug == "d4" else x), y
 
     t1 = time.perf_counter()
     ctx.extra["train"] = _loop(ctx, net, next_batch, desc=f"train {cfg.dataset} M={cfg.anomalies} s{cfg.seed}")
@@ -465,7 +496,7 @@ def _run_images(ctx: _Ctx, split) -> tuple[DPDLNet, np.ndarray, np.ndarray]:
         backbone.freeze()
     c, h, w = feature_shape(ctx.backbone, prof.feature_layers, prof.image_size, prof.map_size)
     adapter = Adapter(c, prof.adapter_dim)
-    dpdl, dcfg = build_dpdl(adapter.out_channels, (h, w), cfg)
+    dpdl, dcfg = build_dpdl(adapter.out_channels, (h, w), cfg, prof.head_loss)
     net = DPDLNet(adapter, dpdl, backbone).to(ctx.device)
     ctx.extra["dpdl_config"] = asdict(dcfg)
     t0 = time.perf_counter()

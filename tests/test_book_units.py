@@ -1,6 +1,7 @@
 """Fast checks of the book's machinery: toc, verdict rule, tables from records, site checker (no build)."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -164,3 +165,21 @@ def test_book_error_names_the_failing_notebook(tmp_path):
     nbformat.write(nb, nbdir / "report_broken.ipynb")
     with pytest.raises(book.BookError, match=r"notebooks/report_broken\.ipynb failed \(RuntimeError: no records\)"):
         book.execute_reports(["report_broken"], nbdir, tmp_path / "gen", "cpu", tmp_path, log=lambda *_: None)
+
+
+def test_choice_table_reads_the_choice_benchmarks_and_keeps_them_out_of_the_raw_dump(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    rows = [{"setting": "general", "anomalies": 10, "auc": a, "paper_dpdl": 0.937, "paper_best_baseline": 0.85}
+            for a in (0.8, 0.9)]
+    payload = {"choice": "deviation_d4", "overrides": {"head_loss": "deviation", "feature_aug": "d4"}, "rows": rows,
+               "cells": {"general M=10": {"mean": 0.85, "sd": 0.0707, "n": 2}}, "code_version": "abc"}
+    (tmp_path / "benchmarks" / "elpv_cpu_choice_deviation_d4.json").write_text(json.dumps(payload))
+    table = book.choice_table(tmp_path)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["choice"], row["head_loss"], row["feature_aug"], row["cell"]) == ("deviation_d4", "deviation", "d4",
+                                                                                  "general M=10")
+    assert math.isclose(row["AUC mean"], 0.85) and row["paper DPDL"] == 0.937 and row["best baseline"] == 0.85
+    assert book.performance_tables(records=book.load_records(tmp_path, "cpu"), results=tmp_path,
+                                   profile="cpu")["benchmarks"] == []
+    assert book.choice_table(tmp_path / "nothing").empty

@@ -69,3 +69,27 @@ def test_residual_sampled_is_stochastic_and_differentiable():
     assert not torch.allclose(r1, r2) and torch.equal(r1, r3)
     r1.sum().backward()
     assert mu.grad is not None and torch.isfinite(mu.grad).all()
+
+
+def test_deviation_loss_matches_devnet_with_a_sampled_reference():
+    """DevNet's form draws reference scores r ~ N(0, 1) and uses (s - mean r) / std r; with many draws it must
+    agree with ours (exact mean 0, std 1)."""
+    from dpdl.heads import deviation_loss
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(64, generator=g, dtype=torch.float64) * 4 + 1
+    t = (torch.rand(64, generator=g) < 0.4).double()
+    ref = torch.randn(2_000_000, generator=g, dtype=torch.float64)
+    dev = (s - ref.mean()) / ref.std()
+    devnet = torch.mean((1 - t) * dev.abs() + t * (5.0 - dev).clamp(min=0))
+    assert abs(float(deviation_loss(s, t)) - float(devnet)) < 5e-3 * float(devnet)
+
+
+def test_deviation_loss_closed_form_cases_and_gradient():
+    from dpdl.heads import deviation_loss
+    assert float(deviation_loss(torch.tensor([0.0, 7.0]), torch.tensor([0.0, 1.0]))) == 0.0   # both satisfied
+    # a normal at -3 costs 3, an anomaly at 2 costs 5 - 2 = 3: mean 3
+    assert float(deviation_loss(torch.tensor([-3.0, 2.0]), torch.tensor([0.0, 1.0]))) == pytest.approx(3.0)
+    s = torch.tensor([1.5, -0.5, 3.0], requires_grad=True)
+    deviation_loss(s, torch.tensor([0.0, 0.0, 1.0])).backward()
+    # d/ds of |s|/3 is sign(s)/3 for normals; of (5 - s)/3 is -1/3 for an anomaly below the margin
+    torch.testing.assert_close(s.grad, torch.tensor([1 / 3, -1 / 3, -1 / 3]))

@@ -178,3 +178,15 @@ def test_paper_settings_finite_float32():
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     assert torch.isfinite(m.score(x.detach())).all()
+
+
+def test_deviation_binary_loss_is_used_for_every_head():
+    from dpdl.heads import deviation_loss
+    m = make(DPDLConfig(prototypes=4, eps=0.05, binary_loss="deviation"))
+    x, y = batch()
+    m.eval()
+    terms, lo = m.losses(x, y), m.head_logits(x)
+    torch.testing.assert_close(terms["ma"], deviation_loss(lo["a"], y))
+    torch.testing.assert_close(terms["mn"], deviation_loss(lo["n"], 1 - y))   # normality target, as with BCE
+    torch.testing.assert_close(terms["mr"], deviation_loss(lo["r"], y))
+    assert terms["ma"].item() != pytest.approx(F.binary_cross_entropy_with_logits(lo["a"], y).item())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from dpdl.records import read_record
 from dpdl.train import RunConfig, batch_counts, parse_heads, run, variant_tag
@@ -118,3 +119,42 @@ def test_missing_resnet_weights_is_a_clear_error_and_writes_nothing(tmp_path, mo
     with pytest.raises(FileNotFoundError, match="ResNet-18 ImageNet weights not found"):
         run(RunConfig("synthetic", profile="smoke", backbone="resnet18", out=str(tmp_path / "o")), progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def _d4_images(v):
+    """The 8 images of one map (C, H, H) under D4, in the code order of d4_augment."""
+    return [torch.rot90(v.flip(-1) if c >= 4 else v, c % 4, dims=(-2, -1)) for c in range(8)]
+
+
+def test_d4_augment_rotates_or_flips_each_map_and_is_seeded():
+    from dpdl.train import d4_augment
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 3, 5, 5, generator=g)
+    out = d4_augment(x, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and not torch.equal(out, x)
+    used = []
+    for i in range(len(x)):
+        hits = [c for c, im in enumerate(_d4_images(x[i])) if torch.equal(im, out[i])]
+        assert len(hits) == 1, f"row {i} is not a D4 image of its input"
+        used.append(hits[0])
+    counts = torch.bincount(torch.tensor(used), minlength=8)
+    assert (counts > 25).all()                       # all 8 elements drawn, roughly uniformly (E = 50)
+    torch.testing.assert_close(d4_augment(x, torch.Generator().manual_seed(1)), out)   # same seed, same maps
+    with pytest.raises(ValueError, match="square"):
+        d4_augment(torch.zeros(2, 3, 4, 5), g)
+
+
+def test_profile_choice_fields_are_checked_and_recorded(tmp_path, smoke_run):
+    from dpdl.config import get_profile
+    with pytest.raises(ValueError, match="head_loss"):
+        run(RunConfig("synthetic", profile="smoke", overrides={"head_loss": "hinge"}), progress=False)
+    with pytest.raises(ValueError, match="feature_aug"):
+        run(RunConfig("synthetic", profile="smoke", overrides={"feature_aug": "rot"}), progress=False)
+    with pytest.raises(ValueError, match="cached features only"):
+        run(RunConfig("synthetic", profile="smoke", overrides={"feature_cache": False, "feature_aug": "d4"}),
+            progress=False)
+    assert any("RandomRotation" in d for d in get_profile("smoke", feature_aug="d4").deviations())
+    rec = run(RunConfig("synthetic", profile="smoke", anomalies=5,
+                        overrides={"head_loss": "deviation", "feature_aug": "d4"}), progress=False)
+    assert rec["status"] == "ok" and rec["dpdl_config"]["binary_loss"] == "deviation"
+    assert rec["profile_settings"]["feature_aug"] == "d4"

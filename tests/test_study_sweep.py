@@ -183,3 +183,25 @@ def test_dask_two_workers(smoke_results, tmp_path):
         assert d["split"]["fingerprint"] == ref["split"]["fingerprint"]
         assert abs(d["metrics"]["auc"] - ref["metrics"]["auc"]) < 0.05
     assert not list((tmp_path / "runs" / "smoke" / ".tmp").glob("*"))
+
+
+def test_runs_made_with_other_profile_settings_are_kept_unless_asked(smoke_results, tmp_path):
+    root = tmp_path / "res"
+    shutil.copytree(smoke_results, root)
+    specs = P.expand("smoke", only=["table1"]).runs
+    path = root / "runs" / "smoke" / specs[0].run_id / "run.json"
+    rec = json.loads(path.read_text())
+    assert runner.outdated_fields(rec, "smoke") == []
+    rec["profile_settings"]["epochs"] += 1          # as if the profile had changed since the run
+    del rec["profile_settings"]["feature_aug"]      # an older record: a missing field counts as its default
+    path.write_text(json.dumps(rec))
+    assert runner.outdated_fields(rec, "smoke") == ["epochs"]
+    logs = []
+    res = runner.run_specs(specs, "smoke", root, progress=False, log=logs.append, jobs=1)
+    assert res["ran"] == 0 and any("--rerun-outdated" in m for m in logs)
+    assert json.loads(path.read_text()) == rec                          # the finished result is not lost
+    st = runner.study_status(P.expand("smoke", only=["table1"]), root)
+    assert st["outdated"] == {specs[0].run_id: ["epochs"]}
+    res = runner.run_specs(specs, "smoke", root, progress=False, log=lambda s: None, jobs=1, rerun_outdated=True)
+    assert res["ran"] == 1 and res["ok"] == 1
+    assert runner.outdated_fields(json.loads(path.read_text()), "smoke") == []

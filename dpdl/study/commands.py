@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     r.add_argument("--jobs", type=int, default=None,
                    help="local executor: runs at a time on CPU (default: cores // the profile's threads per run)")
     r.add_argument("--retry-failed", action="store_true", help="also rerun the runs that failed before")
+    r.add_argument("--rerun-outdated", action="store_true",
+                   help="also rerun finished runs made with other settings of the profile than the code's now")
     r.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-tables", action="store_true",
@@ -104,7 +106,8 @@ def cmd_run(args) -> int:
         return 0
     res = run_specs(plan.runs, args.profile, args.results_dir, executor=args.executor, scheduler=args.scheduler,
                     workers=args.workers, data_root=root, retry_failed=args.retry_failed,
-                    progress=not args.no_progress, plot=args.plots, jobs=args.jobs)
+                    progress=not args.no_progress, plot=args.plots, jobs=args.jobs,
+                    rerun_outdated=args.rerun_outdated)
     print(f"ran {res['ran']} run(s): {res['ok']} ok, {res['failed_now']} failed; "
           f"{res['done_before']} were done before, {res['failed_before']} failed before")
     for r in res["results"]:
@@ -136,6 +139,10 @@ def cmd_status(args) -> int:
           "  (distinct runs)")
     for rid, err in st["failed"].items():
         print(f"failed: {rid}: {err}")
+    if st["outdated"]:
+        fields = sorted({f for v in st["outdated"].values() for f in v})
+        print(f"outdated: {len(st['outdated'])} done run(s) were made with other profile settings "
+              f"({', '.join(fields)}); `dpdl study run --rerun-outdated` replaces them")
     if args.list:
         for rid in sorted(tot["pending"]):
             print(f"pending: {rid}")

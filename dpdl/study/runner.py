@@ -79,6 +79,18 @@ def run_state(spec: RunSpec | str, profile: str, results_dir=None) -> tuple[str,
     return ("done" if rec.get("status") == "ok" else "failed"), rec
 
 
+def outdated_fields(record: dict, profile: str) -> list[str]:
+    """Profile fields whose value in a finished run's record differs from the profile as the code defines it now
+    (a field the record lacks counts as its default): such a run was made with other settings."""
+    from dataclasses import fields as dc_fields
+
+    from ..config import Profile, get_profile
+    current = get_profile(profile).to_dict()
+    recorded = record.get("profile_settings") or {}
+    defaults = {f.name: f.default for f in dc_fields(Profile)}
+    return sorted(k for k, v in current.items() if recorded.get(k, defaults.get(k)) != v)
+
+
 def _pid_alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
     try:
@@ -367,7 +379,7 @@ def warm_feature_cache(todo: list[RunSpec], profile: str, data_root=None, log: C
 def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, executor: str = "local",
               scheduler: str | None = None, workers: int | None = None, data_root=None,
               retry_failed: bool = False, progress: bool = True, plot: bool = False, jobs: int | None = None,
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, rerun_outdated: bool = False) -> dict:
     """Run what is missing among ``specs``; returns counts ``{"done", "failed", "ran", "skipped_done", ...}``."""
     results_dir = Path(results_dir or default_results_dir())
     base = runs_dir(profile, results_dir)
@@ -375,10 +387,15 @@ def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, execu
     stale = clean_stale_tmp(profile, results_dir)
     if stale:
         log(f"removed {len(stale)} unfinished run folder(s) left by an interrupted sweep")
-    todo, already_done, already_failed = [], 0, 0
+    todo, already_done, already_failed, outdated = [], 0, 0, {}
     for s in specs:
-        state, _ = run_state(s, profile, results_dir)
-        if state == "done":
+        state, rec = run_state(s, profile, results_dir)
+        changed = outdated_fields(rec, profile) if state == "done" else []
+        if changed:
+            outdated[s.run_id] = changed
+        if state == "done" and changed and rerun_outdated:
+            todo.append(s)
+        elif state == "done":
             already_done += 1
         elif state == "failed" and not retry_failed:
             already_failed += 1
@@ -387,6 +404,12 @@ def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, execu
     log(f"profile {profile}: {already_done} done, {already_failed} failed (not retried"
         f"{'' if already_failed == 0 else '; use --retry-failed'}), {len(todo)} to run "
         f"[{executor}]")
+    if outdated and not rerun_outdated:
+        fields = sorted({f for v in outdated.values() for f in v})
+        log(f"{len(outdated)} finished run(s) were made with other {profile}-profile settings "
+            f"({', '.join(fields)}); they are kept as they are: pass --rerun-outdated to replace them")
+    elif outdated:
+        log(f"rerunning {len(outdated)} finished run(s) made with other {profile}-profile settings")
     if todo and executor == "local":
         warm_feature_cache(todo, profile, data_root=data_root, log=log, progress=progress)
     results: list[dict] = []
@@ -500,7 +523,8 @@ def _run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler
 
 def study_status(plan, results_dir=None) -> dict:
     """Per group: done / failed / pending run ids; plus the failed runs' errors."""
-    out = {"groups": {}, "failed": {}, "skipped": dict(plan.skipped), "skipped_groups": dict(plan.skipped_groups)}
+    out = {"groups": {}, "failed": {}, "outdated": {}, "skipped": dict(plan.skipped),
+           "skipped_groups": dict(plan.skipped_groups)}
     for group, specs in plan.by_group().items():
         g = {"done": [], "failed": [], "pending": []}
         for s in specs:
@@ -508,6 +532,8 @@ def study_status(plan, results_dir=None) -> dict:
             g[state].append(s.run_id)
             if state == "failed":
                 out["failed"][s.run_id] = (rec or {}).get("error") or "unknown error"
+            elif state == "done" and outdated_fields(rec, plan.profile):
+                out["outdated"][s.run_id] = outdated_fields(rec, plan.profile)
         out["groups"][group] = g
     return out
 

@@ -52,7 +52,7 @@ class DPDLConfig:
     heads: tuple = ("n", "a", "r")
     topk_ratio: float = 0.1
     dpl_scale: str = "per_dim"
-    binary_loss: str = "bce"
+    binary_loss: str = "deviation"
     normal_hidden: int = 256
     residual_sample: bool = True
     vq_iters: int = 50

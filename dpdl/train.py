@@ -249,7 +249,7 @@ def host_info(device: torch.device) -> dict:
 
 # ---------------------------------------------------------------------------------------------- the model
 
-def build_dpdl(in_channels: int, feat_hw: tuple[int, int], cfg: RunConfig, binary_loss: str = "bce"):
+def build_dpdl(in_channels: int, feat_hw: tuple[int, int], cfg: RunConfig, binary_loss: str = "deviation"):
     from .model import DPDLConfig, DPDLModel
     dcfg = DPDLConfig(prototypes=cfg.prototypes, eps=cfg.eps, kappa=cfg.kappa, lam=cfg.lam, use_dpl=cfg.use_dpl,
                       use_dfl=cfg.use_dfl, heads=parse_heads(cfg.heads), binary_loss=binary_loss)

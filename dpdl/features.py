@@ -109,8 +109,9 @@ class FeatureCache:
         except Exception:  # truncated, corrupt, not ours
             ok = False
         if not ok:
-            log.warning("feature cache entry %s is stale or corrupt: rebuilding it", p)
+            log.debug("feature cache entry %s is stale or corrupt: rebuilding it", p)
             self.stats.rebuilt += 1
+            self._last_stale = p
             return None
         return blob
 
@@ -134,7 +135,7 @@ class FeatureCache:
         shapes = self.tap_shapes()
         out = {t: torch.empty((len(items),) + shapes[t], dtype=torch.float16) for t in TAP_ORDER}
         t0 = time.perf_counter()
-        todo = []
+        todo, rebuilt_before = [], self.stats.rebuilt
         for i, item in enumerate(items):
             blob = self._read(item, shapes)
             if blob is None:
@@ -142,6 +143,10 @@ class FeatureCache:
             else:
                 for t in TAP_ORDER:
                     out[t][i] = blob[t]
+        stale = self.stats.rebuilt - rebuilt_before
+        if stale:  # one line, not one per file (a moved or re-copied dataset makes every entry stale)
+            log.warning("%d feature cache %s under %s stale or corrupt (image file or weights changed; e.g. %s): "
+                        "rebuilding", stale, "entry was" if stale == 1 else "entries were", self.dir, self._last_stale)
         self.stats.hits += len(items) - len(todo)
         self.stats.misses += len(todo)
         self.stats.load_s += time.perf_counter() - t0

@@ -50,3 +50,27 @@ def test_corrupt_and_stale_entries_are_rebuilt(tmp_path):
     c3 = FeatureCache(net, 32, "synthetic", root=tmp_path)
     c3.get(items)
     assert c3.stats.rebuilt >= 1
+
+
+def test_stale_entries_are_reported_in_one_line(tmp_path, caplog):
+    """A re-copied dataset makes every entry stale: one warning for the batch, not one per file."""
+    import logging
+    import os
+
+    from dpdl.features import FeatureCache, Item
+    from dpdl.backbones import build_backbone
+    from dpdl.data import make_split
+    from dpdl.data import make_synthetic
+    root = make_synthetic(tmp_path / "data", n_train=12, n_test_normal=4, n_per_class=2)
+    split = make_split("folder", anomalies=1, seed=0, data_root=str(root))
+    items = [Item(s) for s in split.train_normal[:5]]
+    ex = build_backbone("mobilenet_v2", "last", image_size=32).freeze()
+    cache = FeatureCache(ex, 32, "synthetic", root=tmp_path / "cache")
+    cache.get(items)
+    for it in items:                                   # touch the images: every entry is now stale
+        os.utime(it.sample.path, ns=(1, 1))
+    with caplog.at_level(logging.WARNING, logger="dpdl.features"):
+        cache.get(items)
+    lines = [r for r in caplog.records if "stale or corrupt" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].getMessage().startswith("5 feature cache entries")
+    assert cache.stats.rebuilt == 5

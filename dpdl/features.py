@@ -27,7 +27,7 @@ from .backbones import TAP_ORDER, FeatureExtractor, combine_taps
 from .cutmix import pseudo_anomaly
 from .paths import cache_dir
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: one forward pass per image (per_image_taps)
 log = logging.getLogger(__name__)
 
 
@@ -159,7 +159,7 @@ class FeatureCache:
             for s in range(0, len(todo), batch_size):
                 idx = todo[s:s + batch_size]
                 imgs = torch.stack([load_item(items[i], self.image_size, loader) for i in idx])
-                taps = self.extractor.taps(imgs.to(dev), TAP_ORDER)
+                taps = per_image_taps(self.extractor, imgs.to(dev))
                 for t, v in taps.items():
                     if not torch.isfinite(v).all():
                         raise ValueError(f"backbone {self.extractor.name} gave non-finite features for "
@@ -179,6 +179,17 @@ class FeatureCache:
         """The extractor's map (its taps combined) of ``items``: (N, C, H, W) float16."""
         taps = self.get_taps(items, batch_size, progress, loader, desc)
         return combine_all(taps, self.extractor.layers, chunk, self.extractor.map_size)
+
+
+def per_image_taps(extractor: FeatureExtractor, imgs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every tap of images (B, 3, S, S), one forward pass per image: {tap: (B, C_tap, h, w)}.
+
+    A CNN's output depends in its last bits on the batch it is computed in (the CPU kernels are chosen by shape:
+    about 1 % of the float16 values change between batch 1 and batch 32). One image per pass makes a cached map
+    the same whichever other images were missing when it was made, so a run gives the same numbers whether its
+    features came from the study's cache warm-up or from the run itself. On CPU it costs no time."""
+    parts = [extractor.taps(imgs[k:k + 1], TAP_ORDER) for k in range(len(imgs))]
+    return {t: torch.cat([p[t] for p in parts]) for t in TAP_ORDER}
 
 
 def combine_all(taps: dict[str, torch.Tensor], layers: tuple[str, ...], chunk: int = 256,
@@ -202,5 +213,5 @@ def extract_uncached(extractor: FeatureExtractor, items: Sequence[Item], image_s
     with torch.no_grad():
         for s in range(0, len(items), batch_size):
             imgs = torch.stack([load_item(it, image_size, loader) for it in items[s:s + batch_size]])
-            outs.append(extractor(imgs.to(dev)).float().cpu())
+            outs.extend(extractor(imgs[k:k + 1].to(dev)).float().cpu() for k in range(len(imgs)))
     return torch.cat(outs) if outs else torch.empty(0)

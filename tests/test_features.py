@@ -74,3 +74,17 @@ def test_stale_entries_are_reported_in_one_line(tmp_path, caplog):
     lines = [r for r in caplog.records if "stale or corrupt" in r.getMessage()]
     assert len(lines) == 1 and lines[0].getMessage().startswith("5 feature cache entries")
     assert cache.stats.rebuilt == 5
+
+
+def test_a_cached_map_does_not_depend_on_what_else_was_extracted(tmp_path):
+    """Maps extracted alone and among others are bit-identical (one forward pass per image)."""
+    from dpdl.backbones import build_backbone
+    from dpdl.data import make_split, make_synthetic
+    from dpdl.features import FeatureCache, Item
+    root = make_synthetic(tmp_path / "data", n_train=12, n_test_normal=4, n_per_class=2)
+    split = make_split("folder", anomalies=1, seed=0, data_root=str(root))
+    items = [Item(s) for s in split.train_normal[:9]] + [Item(split.train_normal[0], 0)]
+    ex = build_backbone("mobilenet_v2", "mid+last", image_size=64).freeze()
+    alone = FeatureCache(ex, 64, "x", root=tmp_path / "a").get(items[:2], batch_size=1)
+    among = FeatureCache(ex, 64, "x", root=tmp_path / "b").get(items, batch_size=32)
+    assert torch.equal(alone, among[:2])

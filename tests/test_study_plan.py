@@ -43,8 +43,10 @@ def test_cpu_and_paper_profiles_expand():
         ids = {r.run_id for r in cpu.runs}
         assert "elpv__hard-mono__M1__s4__full" in ids and "elpv__general__M10__s1__lam=0.01" in ids
         assert "elpv__general__M10__s1__no_dfl" in ids and "elpv__hard-poly__M10__s1__heads=n+r" in ids
-        assert "elpv__general__M10__s2__no_dfl" not in ids      # ablations: two seeds in the cpu profile
-        assert "elpv__general__M10__s2__lam=0.01" not in ids    # sensitivity grid: two seeds too
+        assert "elpv__general__M10__s2__no_dfl" in ids          # ablations: three seeds in the cpu profile
+        assert "elpv__general__M10__s3__no_dfl" not in ids
+        assert "elpv__general__M10__s2__lam=0.01" in ids        # sensitivity grid: three seeds too
+        assert "elpv__general__M10__s3__lam=0.01" not in ids
     paper = P.expand("paper", check_available=False)
     assert len(paper.runs) > 1000
 

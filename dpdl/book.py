@@ -558,7 +558,7 @@ def summary_table(results: str | os.PathLike | None = None, profile: str = "cpu"
             else:
                 coverage = ""
             ours = float(per_seed.mean()) if len(per_seed) else float("nan")
-            ours_std = float(per_seed.std(ddof=0)) if len(per_seed) > 1 else (0.0 if len(per_seed) else float("nan"))
+            ours_std = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else (0.0 if len(per_seed) else float("nan"))
             p = float(dpdl["auc_mean"].iloc[0]) if len(dpdl) else None
             b = float(base["auc_mean"].iloc[0]) if len(base) else None
             rows.append({

@@ -76,6 +76,7 @@ def test_summary_table_and_sentence(tmp_path):
     row = table[(table.dataset == "ELPV") & (table.setting == "general") & (table.M == 10)].iloc[0]
     assert row.seeds == 3 and row.runs == 3
     assert math.isclose(row.ours_mean, dpdl, abs_tol=1e-9)
+    assert math.isclose(row.ours_std, 0.01, rel_tol=1e-6)   # the sample sd over seeds, as in results/tables
     assert row.verdict == "supports"
     assert (table[table.dataset != "ELPV"].verdict == "not run here").all()
     sentence = book.verdict_sentence(table, "cpu")

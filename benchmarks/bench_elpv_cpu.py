@@ -42,6 +42,9 @@ CHOICES = {
     "bce_d4": {"head_loss": "bce", "feature_aug": "d4"},
     "deviation": {"head_loss": "deviation", "feature_aug": "none"},
     "deviation_d4": {"head_loss": "deviation", "feature_aug": "d4"},
+    # the chosen profile with the paper's learning rate, and with a larger pseudo-anomaly share of the anomaly slots
+    "deviation_d4_lr2e-4": {"head_loss": "deviation", "feature_aug": "d4", "lr": 2e-4},
+    "deviation_d4_pseudo0.75": {"head_loss": "deviation", "feature_aug": "d4", "pseudo_share": 0.75},
 }
 TARGETS = [  # (setting, known_class, M, paper DPDL, best baseline)
     ("general", None, 10, 0.937, 0.850),

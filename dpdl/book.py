@@ -728,9 +728,10 @@ CHOICE_PREFIX = "elpv_cpu_choice_"
 
 
 def choice_table(results: str | os.PathLike | None = None):
-    """The reading-of-the-paper choices measured on ELPV (``benchmarks/bench_elpv_cpu.py choices``): one row per
-    choice and target cell with the AUC mean and sd over the seeds, the paper's DPDL and best-baseline numbers,
-    and the file. An empty DataFrame when no ``results/benchmarks/elpv_cpu_choice_*.json`` exists."""
+    """The profile choices measured on ELPV (``benchmarks/bench_elpv_cpu.py choices``): one row per choice and
+    target cell with the profile fields it sets, the AUC mean and sd over the seeds, the paper's DPDL and
+    best-baseline numbers, and the file. An empty DataFrame when no ``results/benchmarks/elpv_cpu_choice_*.json``
+    exists."""
     import pandas as pd
     root = Path(results) if results else default_results_dir()
     rows = []
@@ -742,7 +743,7 @@ def choice_table(results: str | os.PathLike | None = None):
         for cell, st in data.get("cells", {}).items():
             paper, base = ref.get(cell, (None, None))
             rows.append({"choice": data.get("choice", path.stem[len(CHOICE_PREFIX):]),
-                         "head_loss": over.get("head_loss"), "feature_aug": over.get("feature_aug"), "cell": cell,
+                         "profile fields": ", ".join(f"{k}={v}" for k, v in sorted(over.items())), "cell": cell,
                          "AUC mean": st["mean"], "AUC sd": st["sd"], "runs": st["n"], "paper DPDL": paper,
                          "best baseline": base, "file": path.name, "code": data.get("code_version")})
     return pd.DataFrame(rows)

@@ -178,8 +178,8 @@ def test_choice_table_reads_the_choice_benchmarks_and_keeps_them_out_of_the_raw_
     table = book.choice_table(tmp_path)
     assert len(table) == 1
     row = table.iloc[0]
-    assert (row["choice"], row["head_loss"], row["feature_aug"], row["cell"]) == ("deviation_d4", "deviation", "d4",
-                                                                                  "general M=10")
+    assert (row["choice"], row["profile fields"], row["cell"]) == ("deviation_d4", "feature_aug=d4, head_loss=deviation",
+                                                                   "general M=10")
     assert math.isclose(row["AUC mean"], 0.85) and row["paper DPDL"] == 0.937 and row["best baseline"] == 0.85
     assert book.performance_tables(records=book.load_records(tmp_path, "cpu"), results=tmp_path,
                                    profile="cpu")["benchmarks"] == []

@@ -6,19 +6,16 @@ import os
 import pytest
 
 
-@pytest.fixture(scope="session")
-def _session_cache(tmp_path_factory):
-    """A temporary cache folder shared by every test of the session."""
-    return tmp_path_factory.mktemp("dpdl_cache")
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(monkeypatch, _session_cache):
-    """Point ``DPDL_CACHE`` at the session's temporary folder unless the caller already set it,
-    so tests never write into the repository."""
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Point ``DPDL_CACHE`` at a temporary folder shared by the session, unless the caller already set it, so tests
+    never read or write the repository's cache. Session-scoped, so it is in place before any module-scoped fixture
+    (e.g. a smoke run) asks for the cache."""
+    mp = pytest.MonkeyPatch()
     if not os.environ.get("DPDL_CACHE"):
-        monkeypatch.setenv("DPDL_CACHE", str(_session_cache))
+        mp.setenv("DPDL_CACHE", str(tmp_path_factory.mktemp("dpdl_cache")))
     yield
+    mp.undo()
 
 
 @pytest.fixture

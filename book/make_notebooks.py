@@ -230,6 +230,11 @@ deviation loss (`deviation`); the training feature maps left as they are or rand
 Measured by `python benchmarks/bench_elpv_cpu.py choices --only NAME --seeds 0,1,2,3,4`; the Deviations page
 says which the profile uses."""),
 code('''choices = book.choice_table(results)
+if "error" in choices:
+    broken = choices[choices["error"].notna()]
+    for _, row in broken.iterrows():
+        display(Markdown(f"`{row['file']}`: {row['error']}"))
+    choices = choices[choices["error"].isna()]
 if choices.empty:
     display(Markdown("Not measured yet: no `results/benchmarks/elpv_cpu_choice_*.json`."))
 else:

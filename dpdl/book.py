@@ -736,15 +736,21 @@ def choice_table(results: str | os.PathLike | None = None):
     root = Path(results) if results else default_results_dir()
     rows = []
     for path in sorted((root / "benchmarks").glob(f"{CHOICE_PREFIX}*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        ref = {f"{r['setting']} M={r['anomalies']}": (r.get("paper_dpdl"), r.get("paper_best_baseline"))
-               for r in data.get("rows", [])}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            ref = {f"{r['setting']} M={r['anomalies']}": (r.get("paper_dpdl"), r.get("paper_best_baseline"))
+                   for r in data.get("rows", [])}
+            cells = {k: (v["mean"], v["sd"], v["n"]) for k, v in data.get("cells", {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            rows.append({"choice": path.stem[len(CHOICE_PREFIX):], "file": path.name,
+                         "error": "not a choice benchmark file (expected the JSON that bench_elpv_cpu.py writes)"})
+            continue
         over = data.get("overrides", {})
-        for cell, st in data.get("cells", {}).items():
+        for cell, (mean, sd, n) in cells.items():
             paper, base = ref.get(cell, (None, None))
             rows.append({"choice": data.get("choice", path.stem[len(CHOICE_PREFIX):]),
                          "profile fields": ", ".join(f"{k}={v}" for k, v in sorted(over.items())), "cell": cell,
-                         "AUC mean": st["mean"], "AUC sd": st["sd"], "runs": st["n"], "paper DPDL": paper,
+                         "AUC mean": mean, "AUC sd": sd, "runs": n, "paper DPDL": paper,
                          "best baseline": base, "file": path.name, "code": data.get("code_version")})
     return pd.DataFrame(rows)
 

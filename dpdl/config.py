@@ -73,6 +73,20 @@ class Profile:
         return out
 
 
+# Fields added after the first run records, with the behaviour those records had (a record without the field was
+# made with this value): read by `dpdl score` (old model.pt) and by the study's outdated-run check.
+VALUE_BEFORE_FIELD = {"head_loss": "bce", "feature_aug": "none"}
+
+
+def recorded_value(settings: dict, name: str):
+    """A profile field's value as stored in a record's/model's ``profile_settings`` (VALUE_BEFORE_FIELD if absent)."""
+    if name in settings:
+        return settings[name]
+    if name in VALUE_BEFORE_FIELD:
+        return VALUE_BEFORE_FIELD[name]
+    return {f.name: f.default for f in fields(Profile)}.get(name)
+
+
 PROFILES: dict[str, Profile] = {
     "paper": Profile(name="paper", image_size=448, backbone="resnet18", finetune_backbone=True,
                      feature_cache=False, epochs=50, iters_per_epoch=20, batch_size=48,

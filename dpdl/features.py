@@ -81,6 +81,7 @@ class FeatureCache:
         base = Path(root) if root is not None else cache_dir() / "features"
         self.dir = base / f"{extractor.name}_{image_size}" / dataset
         self.stats = CacheStats()
+        self._last_stale: Path | None = None   # the last stale entry seen (named in the warning)
 
     def path(self, item: Item) -> Path:
         digest = hashlib.sha256(f"{item.key}|{os.path.abspath(item.sample.path)}".encode()).hexdigest()[:24]

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from .backbones import FeatureExtractor, build_backbone
+from .config import recorded_value
 from .train import Adapter, DPDLNet, build_dpdl, RunConfig
 
 
@@ -45,7 +46,7 @@ def load_trained(model_dir: str | os.PathLike, weights: str | None = None) -> Tr
                               image_size=prof["image_size"],
                               pretrained=blob["backbone_state"] is None, map_size=binfo.get("map_size", 0))
     adapter = Adapter(c, prof["adapter_dim"])
-    dpdl, _ = build_dpdl(adapter.out_channels, (h, w), cfg, prof.get("head_loss", "bce"))
+    dpdl, _ = build_dpdl(adapter.out_channels, (h, w), cfg, recorded_value(prof, "head_loss"))
     adapter.load_state_dict(blob["adapter"])
     dpdl.load_state_dict(blob["dpdl"])
     if blob["backbone_state"] is not None:

@@ -313,8 +313,10 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
         raise ValueError(f"eps must be > 0, got {cfg.eps}")
     if profile.batch_size < 3:
         raise ValueError(f"batch size must be >= 3, got {profile.batch_size}")
-    if profile.head_loss not in ("bce", "deviation"):
-        raise ValueError(f"profile field head_loss must be 'bce' or 'deviation', got {profile.head_loss!r}")
+    from .model import BINARY_LOSSES
+    if profile.head_loss not in BINARY_LOSSES:
+        raise ValueError(f"profile field head_loss must be one of {', '.join(BINARY_LOSSES)}, "
+                         f"got {profile.head_loss!r}")
     if profile.feature_aug not in ("none", "d4"):
         raise ValueError(f"profile field feature_aug must be 'none' or 'd4', got {profile.feature_aug!r}")
     if profile.feature_aug != "none" and not profile.feature_cache:

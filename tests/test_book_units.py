@@ -184,3 +184,7 @@ def test_choice_table_reads_the_choice_benchmarks_and_keeps_them_out_of_the_raw_
     assert book.performance_tables(records=book.load_records(tmp_path, "cpu"), results=tmp_path,
                                    profile="cpu")["benchmarks"] == []
     assert book.choice_table(tmp_path / "nothing").empty
+    (tmp_path / "benchmarks" / "elpv_cpu_choice_broken.json").write_text('{"cells": {"general M=10": {}}}')
+    table = book.choice_table(tmp_path)
+    bad = table[table["file"] == "elpv_cpu_choice_broken.json"].iloc[0]
+    assert "not a choice benchmark file" in bad["error"] and len(table) == 2

@@ -205,3 +205,14 @@ def test_runs_made_with_other_profile_settings_are_kept_unless_asked(smoke_resul
     res = runner.run_specs(specs, "smoke", root, progress=False, log=lambda s: None, jobs=1, rerun_outdated=True)
     assert res["ran"] == 1 and res["ok"] == 1
     assert runner.outdated_fields(json.loads(path.read_text()), "smoke") == []
+
+
+def test_a_record_without_a_later_profile_field_counts_as_its_old_behaviour():
+    """Records from before head_loss existed were trained with BCE: under a deviation-loss profile they are
+    outdated, under a BCE one they are not."""
+    from dpdl.config import get_profile
+    rec = {"profile_settings": {k: v for k, v in get_profile("smoke").to_dict().items() if k != "head_loss"}}
+    assert get_profile("smoke").head_loss == "deviation"
+    assert runner.outdated_fields(rec, "smoke") == ["head_loss"]
+    rec["profile_settings"]["head_loss"] = "deviation"
+    assert runner.outdated_fields(rec, "smoke") == []

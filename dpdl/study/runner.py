@@ -81,14 +81,12 @@ def run_state(spec: RunSpec | str, profile: str, results_dir=None) -> tuple[str,
 
 def outdated_fields(record: dict, profile: str) -> list[str]:
     """Profile fields whose value in a finished run's record differs from the profile as the code defines it now
-    (a field the record lacks counts as its default): such a run was made with other settings."""
-    from dataclasses import fields as dc_fields
-
-    from ..config import Profile, get_profile
+    (a field the record lacks counts as the value runs had before it existed): such a run was made with other
+    settings."""
+    from ..config import get_profile, recorded_value
     current = get_profile(profile).to_dict()
     recorded = record.get("profile_settings") or {}
-    defaults = {f.name: f.default for f in dc_fields(Profile)}
-    return sorted(k for k, v in current.items() if recorded.get(k, defaults.get(k)) != v)
+    return sorted(k for k, v in current.items() if recorded_value(recorded, k) != v)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -532,8 +530,10 @@ def study_status(plan, results_dir=None) -> dict:
             g[state].append(s.run_id)
             if state == "failed":
                 out["failed"][s.run_id] = (rec or {}).get("error") or "unknown error"
-            elif state == "done" and outdated_fields(rec, plan.profile):
-                out["outdated"][s.run_id] = outdated_fields(rec, plan.profile)
+            elif state == "done":
+                changed = outdated_fields(rec, plan.profile)
+                if changed:
+                    out["outdated"][s.run_id] = changed
         out["groups"][group] = g
     return out
 

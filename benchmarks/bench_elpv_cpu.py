@@ -45,6 +45,10 @@ CHOICES = {
     # the chosen profile with the paper's learning rate, and with a larger pseudo-anomaly share of the anomaly slots
     "deviation_d4_lr2e-4": {"head_loss": "deviation", "feature_aug": "d4", "lr": 2e-4},
     "deviation_d4_pseudo0.75": {"head_loss": "deviation", "feature_aug": "d4", "pseudo_share": 0.75},
+    # more cached CutMix variants per training normal image (1 in the profile), at both pseudo shares
+    "deviation_d4_pp8": {"head_loss": "deviation", "feature_aug": "d4", "pseudo_per_image": 8},
+    "deviation_d4_pp8_pseudo0.75": {"head_loss": "deviation", "feature_aug": "d4", "pseudo_per_image": 8,
+                                    "pseudo_share": 0.75},
 }
 TARGETS = [  # (setting, known_class, M, paper DPDL, best baseline)
     ("general", None, 10, 0.937, 0.850),

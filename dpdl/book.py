@@ -234,14 +234,29 @@ def _notebook_error(nb_path: Path) -> str:
     return "unknown error"
 
 
+def kernel_log_path(dst: str | os.PathLike) -> Path:
+    """Where the kernel's own stderr goes when the report notebook ``dst`` is executed (beside it)."""
+    dst = Path(dst)
+    return dst.with_name(dst.stem + ".kernel.log")
+
+
 def _execute_one(src: str, dst: str, profile: str, results: str, cwd: str) -> str | None:
-    """Run one notebook with papermill (in a worker process); None when it ran, else the error in one line."""
+    """Run one notebook with papermill (in a worker process); None when it ran, else the error in one line.
+
+    The kernel's own stderr (ipykernel's start-up warnings, and the "KeyboardInterrupt caught in kernel" line that
+    jupyter_client's interrupt-before-shutdown provokes) goes to :func:`kernel_log_path`, not to the build log;
+    errors raised by a cell come back through papermill and are reported."""
     import papermill
 
+    from .study.runner import stderr_to
+
+    log_path = kernel_log_path(dst)
+    log_path.unlink(missing_ok=True)
     try:
-        papermill.execute_notebook(src, dst, parameters={"profile": profile, "results_dir": results},
-                                   kernel_name="python3", cwd=cwd, progress_bar=False, log_output=False,
-                                   execution_timeout=1800)
+        with stderr_to(log_path):
+            papermill.execute_notebook(src, dst, parameters={"profile": profile, "results_dir": results},
+                                       kernel_name="python3", cwd=cwd, progress_bar=False, log_output=False,
+                                       execution_timeout=1800)
     except Exception as exc:  # papermill raises PapermillExecutionError, nbclient errors, ...
         ename = getattr(exc, "ename", None)
         if ename:
@@ -294,7 +309,8 @@ def execute_reports(names: Iterable[str], notebooks_dir: Path, gen_dir: Path, pr
                 failures[name] = error
     if failures:
         lines = [f"report notebook notebooks/{n}.ipynb failed ({e}); the executed copy with the traceback is "
-                 f"{gen_dir / (n + '.ipynb')}" for n, e in failures.items()]
+                 f"{gen_dir / (n + '.ipynb')} and the kernel's log {kernel_log_path(gen_dir / (n + '.ipynb'))}"
+                 for n, e in failures.items()]
         raise BookError("\n".join(lines))
     for name in names:
         _finish_notebook(gen_dir / f"{name}.ipynb", profile, name)

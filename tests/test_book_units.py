@@ -188,3 +188,21 @@ def test_choice_table_reads_the_choice_benchmarks_and_keeps_them_out_of_the_raw_
     table = book.choice_table(tmp_path)
     bad = table[table["file"] == "elpv_cpu_choice_broken.json"].iloc[0]
     assert "not a choice benchmark file" in bad["error"] and len(table) == 2
+
+
+def test_kernel_stderr_goes_to_a_log_beside_the_notebook_not_to_the_build_output(tmp_path, capfd):
+    import nbformat
+
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile = "cpu"\nresults_dir = "results"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('get_ipython().kernel.log.error("kernel noise 4711")\nprint("cell output")')])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, nbdir / "report_noisy.ipynb")
+    book.execute_reports(["report_noisy"], nbdir, tmp_path / "gen", "cpu", tmp_path, log=lambda *_: None)
+    out, err = capfd.readouterr()
+    assert "kernel noise 4711" not in out + err
+    assert "kernel noise 4711" in book.kernel_log_path(tmp_path / "gen" / "report_noisy.ipynb").read_text()
+    executed = nbformat.read(tmp_path / "gen" / "report_noisy.ipynb", as_version=4)
+    assert any("cell output" in o.get("text", "") for c in executed.cells for o in c.get("outputs", []))

@@ -156,7 +156,7 @@ def _kernel_env() -> None:
 
 
 @contextlib.contextmanager
-def _stderr_to(path: Path | None):
+def stderr_to(path: Path | None):
     """Send file descriptor 2 (so also the kernel's stderr, inherited at spawn) to ``path`` for a while."""
     if path is None:
         yield
@@ -200,7 +200,7 @@ def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_ro
     t0 = time.time()
     error = None
     try:
-        with _stderr_to(tmp / "kernel.log" if quiet_kernel else None):
+        with stderr_to(tmp / "kernel.log" if quiet_kernel else None):
             pm.execute_notebook(str(notebook or EXPERIMENT_NOTEBOOK), str(tmp / "experiment.ipynb"),
                                 parameters=params, kernel_name="python3", progress_bar=False,
                                 log_output=log_output, cwd=str(tmp))

@@ -59,13 +59,21 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def code_version() -> str:
-    """The git commit of the code that runs, with ``-dirty`` when the work tree has changes."""
+# What makes the numbers: a change under these paths (tracked files) marks a record's code version "-dirty". The
+# results themselves (run records written by a sweep, tables) and the book's prose are not code: a sweep writing
+# results/ must not mark its own later runs dirty.
+CODE_PATHS = ("dpdl", "notebooks", "benchmarks", "pyproject.toml")
+
+
+def code_version(root: str | os.PathLike | None = None) -> str:
+    """The git commit of the code that runs (12 hex digits), with ``-dirty`` when a tracked file under
+    :data:`CODE_PATHS` differs from it; ``dpdl-<version>`` outside a git checkout."""
+    root = Path(root) if root is not None else REPO_ROOT
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         from . import __version__

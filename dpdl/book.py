@@ -243,12 +243,11 @@ def kernel_log_path(dst: str | os.PathLike) -> Path:
 def _execute_one(src: str, dst: str, profile: str, results: str, cwd: str) -> str | None:
     """Run one notebook with papermill (in a worker process); None when it ran, else the error in one line.
 
-    The kernel's own stderr (ipykernel's start-up warnings, and the "KeyboardInterrupt caught in kernel" line that
-    jupyter_client's interrupt-before-shutdown provokes) goes to :func:`kernel_log_path`, not to the build log;
-    errors raised by a cell come back through papermill and are reported."""
+    The kernel runs on private unix sockets and its own stderr goes to :func:`kernel_log_path`, not to the build
+    log (see :mod:`dpdl.kernels`); errors raised by a cell come back through papermill and are reported."""
     import papermill
 
-    from .study.runner import stderr_to
+    from .kernels import papermill_kwargs, stderr_to
 
     log_path = kernel_log_path(dst)
     log_path.unlink(missing_ok=True)
@@ -256,7 +255,7 @@ def _execute_one(src: str, dst: str, profile: str, results: str, cwd: str) -> st
         with stderr_to(log_path):
             papermill.execute_notebook(src, dst, parameters={"profile": profile, "results_dir": results},
                                        kernel_name="python3", cwd=cwd, progress_bar=False, log_output=False,
-                                       execution_timeout=1800)
+                                       execution_timeout=1800, **papermill_kwargs())
     except Exception as exc:  # papermill raises PapermillExecutionError, nbclient errors, ...
         ename = getattr(exc, "ename", None)
         if ename:

@@ -44,13 +44,15 @@ def test_report_notebooks_execute_on_smoke_results(tmp_path_factory, tmp_path):
     import papermill as pm
     from test_study_sweep import make_smoke_results
 
+    from dpdl.kernels import papermill_kwargs
+
     results = make_smoke_results(tmp_path_factory)
 
     def run(name):
         out = tmp_path / f"{name}.ipynb"
         pm.execute_notebook(str(NB / f"{name}.ipynb"), str(out), parameters={"profile": "smoke",
                             "results_dir": str(results)}, kernel_name="python3", progress_bar=False,
-                            cwd=str(tmp_path))
+                            cwd=str(tmp_path), **papermill_kwargs())  # two at once: no TCP port race
         return out
 
     with ThreadPoolExecutor(max_workers=2) as pool:

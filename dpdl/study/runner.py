@@ -40,7 +40,6 @@ resume logic lives in the result folders, not in the scheduler).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -52,6 +51,7 @@ from typing import Callable, Iterable
 
 from ..paths import REPO_ROOT, results_dir as default_results_dir
 from ..records import SCHEMA_VERSION, atomic_write_json, code_version, read_record, utc_now
+from ..kernels import papermill_kwargs, stderr_to
 from .plan import RunSpec
 
 EXPERIMENT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
@@ -155,24 +155,6 @@ def _kernel_env() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent, *parts])
 
 
-@contextlib.contextmanager
-def stderr_to(path: Path | None):
-    """Send file descriptor 2 (so also the kernel's stderr, inherited at spawn) to ``path`` for a while."""
-    if path is None:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "ab") as fh:
-        os.dup2(fh.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_root=None, gpu: str | int | None = None,
                 threads: int | None = None, notebook: str | os.PathLike | None = None,
                 log_output: bool = False, plot: bool = False, quiet_kernel: bool = True) -> dict:
@@ -203,7 +185,7 @@ def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_ro
         with stderr_to(tmp / "kernel.log" if quiet_kernel else None):
             pm.execute_notebook(str(notebook or EXPERIMENT_NOTEBOOK), str(tmp / "experiment.ipynb"),
                                 parameters=params, kernel_name="python3", progress_bar=False,
-                                log_output=log_output, cwd=str(tmp))
+                                log_output=log_output, cwd=str(tmp), **papermill_kwargs())
     except Exception as exc:  # noqa: BLE001 - any failure of the run is recorded, not raised
         error = _error_sentence(exc)
     elapsed = time.time() - t0

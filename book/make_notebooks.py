@@ -189,8 +189,10 @@ md("## Per study"),
 code('''if "study" in perf:
     display(Markdown(f"Measured by `dpdl study run --profile {profile}`: each run's wall time (its experiment "
                      "notebook, kernel start included: `study.notebook_s` of the record) and the time inside "
-                     "`dpdl train` (`timings.total_s`). The local executor runs one notebook at a time, so the "
-                     "study's wall time is about the sum of the run wall times."))
+                     "`dpdl train` (`timings.total_s`). The local executor runs `--jobs` notebooks at a time "
+                     "on a CPU (default: the cores divided by the profile's torch threads, so 2 for the cpu "
+                     "profile on 2 cores) and one per GPU, so the study's wall time is about the sum of the run "
+                     "wall times divided by that number."))
     display(book.styled(perf["study"]))
 else:
     display(Markdown("Not measured yet."))'''),

@@ -154,16 +154,22 @@ def test_check_site_finds_broken_links(tmp_path):
     assert "page.html#sec" not in text and "example.org\"" not in text and len(problems) == 4
 
 
-def test_book_error_names_the_failing_notebook(tmp_path):
+def _report_notebook(tmp_path, name: str, source: str):
+    """notebooks/<name>.ipynb under tmp_path: the report parameters cell, then one code cell; returns the folder."""
     import nbformat
 
     nbdir = tmp_path / "notebooks"
-    nbdir.mkdir()
+    nbdir.mkdir(exist_ok=True)
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell('profile = "cpu"\nresults_dir = "results"', metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("raise RuntimeError('no records')")])
+        nbformat.v4.new_code_cell(source)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, nbdir / "report_broken.ipynb")
+    nbformat.write(nb, nbdir / f"{name}.ipynb")
+    return nbdir
+
+
+def test_book_error_names_the_failing_notebook(tmp_path):
+    nbdir = _report_notebook(tmp_path, "report_broken", "raise RuntimeError('no records')")
     with pytest.raises(book.BookError, match=r"notebooks/report_broken\.ipynb failed \(RuntimeError: no records\)"):
         book.execute_reports(["report_broken"], nbdir, tmp_path / "gen", "cpu", tmp_path, log=lambda *_: None)
 
@@ -193,13 +199,8 @@ def test_choice_table_reads_the_choice_benchmarks_and_keeps_them_out_of_the_raw_
 def test_kernel_stderr_goes_to_a_log_beside_the_notebook_not_to_the_build_output(tmp_path, capfd):
     import nbformat
 
-    nbdir = tmp_path / "notebooks"
-    nbdir.mkdir()
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell('profile = "cpu"\nresults_dir = "results"', metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell('get_ipython().kernel.log.error("kernel noise 4711")\nprint("cell output")')])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, nbdir / "report_noisy.ipynb")
+    nbdir = _report_notebook(tmp_path, "report_noisy",
+                             'get_ipython().kernel.log.error("kernel noise 4711")\nprint("cell output")')
     book.execute_reports(["report_noisy"], nbdir, tmp_path / "gen", "cpu", tmp_path, log=lambda *_: None)
     out, err = capfd.readouterr()
     assert "kernel noise 4711" not in out + err

@@ -193,7 +193,7 @@ def profile_banner(profile: str, name: str = "", deviations_link: str = "../devi
         f"Every result on this page comes from run records of the **{profile}** profile; "
         f"[Provenance]({provenance_link}) lists them, with the command that reruns each.")
     return (f":::{{admonition}} Profile: {profile}\n:class: {kind}\n"
-            f"Profile **{profile}**: {note}. {source} "
+            f"{note[:1].upper() + note[1:]}. {source} "
             f"[Deviations]({deviations_link}) lists every difference from the paper.\n:::")
 
 

@@ -138,6 +138,7 @@ def test_performance_tables(tmp_path):
 def test_profile_banner_names_the_profile():
     text = book.profile_banner("cpu", "report_table1_general")
     assert "Profile: cpu" in text and "deviations.md" in text and "report_provenance.ipynb" in text
+    assert text.count("cpu") == 2  # the title and "the **cpu** profile", not a third time in the body
     assert "from the data" in book.profile_banner("smoke", "report_table4_datasets")
 
 

@@ -4,7 +4,7 @@
   default TCP transport picks five free ports and hands them to the kernel, which binds them a moment later; when
   two notebooks start at once (the sweep's two workers, the book's parallel pages) both can pick the same port,
   and one kernel dies with "Address already in use" ("Kernel died before replying to kernel_info"). Sockets with
-  private paths cannot collide. On Windows, which has no unix sockets here, the default TCP transport is kept.
+  private paths cannot collide. On Windows, and where $TMPDIR is too long for a socket path, TCP is kept.
 * :func:`stderr_to`: the kernel's own stderr (ipykernel's start-up warnings, the "KeyboardInterrupt caught in
   kernel" line that jupyter_client's interrupt-before-shutdown provokes) goes to a log file, not to the user's
   terminal; errors raised by a cell still come back through papermill.
@@ -29,13 +29,14 @@ class IPCKernelManager(AsyncKernelManager):
 
     @default("transport")
     def _default_transport(self):
-        return "tcp" if os.name == "nt" else "ipc"
+        # a unix socket path must stay under ~100 bytes: with a very long $TMPDIR, keep TCP
+        too_long = len(os.path.join(tempfile.gettempdir(), "dpdl-kernel-xxxxxxxx", "k-5")) > 100
+        return "tcp" if os.name == "nt" or too_long else "ipc"
 
     @default("ip")
     def _default_ip(self):
         if self.transport != "ipc":
             return super()._ip_default()
-        # short: a unix socket path must stay under ~100 bytes
         return os.path.join(tempfile.mkdtemp(prefix="dpdl-kernel-"), "k")
 
     def cleanup_ipc_files(self) -> None:

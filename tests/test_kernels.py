@@ -43,3 +43,13 @@ def test_stderr_to_sends_fd2_to_the_file_and_restores_it(tmp_path, capfd):
     os.write(2, b"to the terminal\n")
     assert log.read_text() == "to the log\n"
     assert capfd.readouterr().err == "to the terminal\n"
+
+
+def test_a_too_long_tmpdir_keeps_tcp(tmp_path, monkeypatch):
+    import tempfile
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    km = IPCKernelManager(kernel_name="python3")
+    assert km.transport == "tcp" and not km.ip.startswith(str(deep))

@@ -49,9 +49,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..kernels import papermill_kwargs, stderr_to
 from ..paths import REPO_ROOT, results_dir as default_results_dir
 from ..records import SCHEMA_VERSION, atomic_write_json, code_version, read_record, utc_now
-from ..kernels import papermill_kwargs, stderr_to
 from .plan import RunSpec
 
 EXPERIMENT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"

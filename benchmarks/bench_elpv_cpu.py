@@ -49,6 +49,10 @@ CHOICES = {
     "deviation_d4_pp8": {"head_loss": "deviation", "feature_aug": "d4", "pseudo_per_image": 8},
     "deviation_d4_pp8_pseudo0.75": {"head_loss": "deviation", "feature_aug": "d4", "pseudo_per_image": 8,
                                     "pseudo_share": 0.75},
+    # DRA's batch (protocol.md): half of the normal two thirds become pseudo anomalies -> 16 normal, 16 seen, 16 pseudo
+    "deviation_d4_dra_batch": {"head_loss": "deviation", "feature_aug": "d4", "pseudo_slots": "normal"},
+    "deviation_d4_dra_batch_pp8": {"head_loss": "deviation", "feature_aug": "d4", "pseudo_slots": "normal",
+                                   "pseudo_per_image": 8},
 }
 TARGETS = [  # (setting, known_class, M, paper DPDL, best baseline)
     ("general", None, 10, 0.937, 0.850),

@@ -33,6 +33,8 @@ class Profile:
     device: str = "auto"        # "auto" = CUDA when present
     head_loss: str = "deviation"  # L_binary of Eqs. (20)-(22): "deviation" (DevNet/DRA) or "bce"; the paper is silent
     feature_aug: str = "none"   # "d4": random rot90/flip of cached feature maps (feature-cache profiles)
+    pseudo_slots: str = "anomaly"  # whose slots pseudo anomalies take: "anomaly" (pseudo_share of the anomaly third)
+    #                                or "normal" (DRA's code: pseudo_share of the normal two thirds; see batch_counts)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,7 +77,7 @@ class Profile:
 
 # Fields added after the first run records, with the behaviour those records had (a record without the field was
 # made with this value): read by `dpdl score` (old model.pt) and by the study's outdated-run check.
-VALUE_BEFORE_FIELD = {"head_loss": "bce", "feature_aug": "none"}
+VALUE_BEFORE_FIELD = {"head_loss": "bce", "feature_aug": "none", "pseudo_slots": "anomaly"}
 
 
 def recorded_value(settings: dict, name: str):

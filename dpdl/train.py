@@ -127,14 +127,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def batch_counts(batch_size: int, n_seen: int, pseudo_share: float, has_pseudo: bool) -> tuple[int, int, int]:
-    """(normal, seen-anomaly, pseudo-anomaly) slots of a batch: 2/3 normal, the rest split by ``pseudo_share``."""
+def batch_counts(batch_size: int, n_seen: int, pseudo_share: float, has_pseudo: bool,
+                 slots: str = "anomaly") -> tuple[int, int, int]:
+    """(normal, seen-anomaly, pseudo-anomaly) slots of a batch drawn two thirds normal, one third anomalies.
+
+    ``slots="anomaly"``: the pseudo anomalies take ``pseudo_share`` of the anomaly third (48 -> 32, 8, 8).
+    ``slots="normal"`` (DRA's code, ../shared/protocol.md): the anomaly third is seen anomalies and ``pseudo_share``
+    of the normal two thirds are turned into pseudo anomalies (48 -> 16, 16, 16). Without seen anomalies (M = 0)
+    the anomaly third is pseudo anomalies in both; without pseudo anomalies it is all seen ones."""
+    if slots not in ("anomaly", "normal"):
+        raise ValueError(f"pseudo_slots must be 'anomaly' or 'normal', got {slots!r}")
     n_norm = int(round(batch_size * 2 / 3))
     n_anom = batch_size - n_norm
     if n_seen == 0 and not has_pseudo:
         raise ValueError("no anomalies to train with: M = 0 and no pseudo anomalies")
     if not has_pseudo:
         return n_norm, n_anom, 0
+    if slots == "normal":
+        n_conv = min(n_norm - 1, max(1, int(round(n_norm * pseudo_share))))
+        return n_norm - n_conv, (n_anom if n_seen else 0), n_conv + (0 if n_seen else n_anom)
     if n_seen == 0:
         return n_norm, 0, n_anom
     n_pseudo = min(n_anom - 1, max(1, int(round(n_anom * pseudo_share))))
@@ -321,6 +332,8 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
         raise ValueError(f"profile field feature_aug must be 'none' or 'd4', got {profile.feature_aug!r}")
     if profile.feature_aug != "none" and not profile.feature_cache:
         raise ValueError("profile field feature_aug applies to cached features only (a feature-cache profile)")
+    if profile.pseudo_slots not in ("anomaly", "normal"):
+        raise ValueError(f"profile field pseudo_slots must be 'anomaly' or 'normal', got {profile.pseudo_slots!r}")
     if profile.feature_cache and profile.finetune_backbone:
         raise ValueError("a profile cannot both fine-tune the backbone and cache its features")
     if cfg.out and not cfg.overwrite:
@@ -437,7 +450,8 @@ def _run_features(ctx: _Ctx, split) -> tuple[DPDLNet, np.ndarray, np.ndarray]:
         del init
 
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    n_norm, n_seen, n_pseudo = batch_counts(prof.batch_size, len(f_seen), prof.pseudo_share, len(f_pseudo) > 0)
+    n_norm, n_seen, n_pseudo = batch_counts(prof.batch_size, len(f_seen), prof.pseudo_share, len(f_pseudo) > 0,
+                                            prof.pseudo_slots)
     s_norm = Stream(len(f_norm), gen)
     s_seen = Stream(max(len(f_seen), 1), gen)
     s_pseudo = Stream(max(len(f_pseudo), 1), gen)
@@ -515,7 +529,8 @@ def _run_images(ctx: _Ctx, split) -> tuple[DPDLNet, np.ndarray, np.ndarray]:
 
     gen = torch.Generator().manual_seed(int(cfg.seed))
     has_pseudo = prof.pseudo_per_image > 0
-    n_norm, n_seen, n_pseudo = batch_counts(prof.batch_size, len(split.train_anomaly), prof.pseudo_share, has_pseudo)
+    n_norm, n_seen, n_pseudo = batch_counts(prof.batch_size, len(split.train_anomaly), prof.pseudo_share, has_pseudo,
+                                            prof.pseudo_slots)
     s_norm, s_seen = Stream(len(split.train_normal), gen), Stream(max(len(split.train_anomaly), 1), gen)
     s_src = Stream(len(split.train_normal), gen)
     total = prof.epochs * prof.iters_per_epoch

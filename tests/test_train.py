@@ -80,6 +80,23 @@ def test_helpers():
     assert batch_counts(48, 10, 0.5, True) == (32, 8, 8)
     assert batch_counts(48, 0, 0.5, True) == (32, 0, 16)
     assert variant_tag(RunConfig("x")) == "full"
+
+
+@pytest.mark.parametrize("batch,share", [(48, 0.5), (48, 0.25), (24, 0.5), (30, 0.75)])
+def test_batch_counts_dra_slots_against_the_protocol(batch, share):
+    """pseudo_slots="normal": the sampler's two thirds normal, of which ``share`` become pseudo anomalies (DRA)."""
+    drawn_normal = round(batch * 2 / 3)
+    converted = round(drawn_normal * share)
+    assert batch_counts(batch, 10, share, True, "normal") == (drawn_normal - converted, batch - drawn_normal, converted)
+    assert batch_counts(batch, 0, share, True, "normal") == (drawn_normal - converted, 0, batch - drawn_normal + converted)
+    assert batch_counts(batch, 10, share, False, "normal") == (drawn_normal, batch - drawn_normal, 0)
+    for m in (0, 1, 10):
+        assert sum(batch_counts(batch, m, share, True, "normal")) == batch
+    with pytest.raises(ValueError, match="pseudo_slots"):
+        batch_counts(batch, 10, share, True, "both")
+
+
+def test_variant_tags():
     assert variant_tag(RunConfig("x", use_dpl=False)) == "no_dpl"
     assert variant_tag(RunConfig("x", heads="a,r")) == "heads=a,r"
     assert variant_tag(RunConfig("x", prototypes=16)) == "C=16"
@@ -150,11 +167,15 @@ def test_profile_choice_fields_are_checked_and_recorded(tmp_path, smoke_run):
         run(RunConfig("synthetic", profile="smoke", overrides={"head_loss": "hinge"}), progress=False)
     with pytest.raises(ValueError, match="feature_aug"):
         run(RunConfig("synthetic", profile="smoke", overrides={"feature_aug": "rot"}), progress=False)
+    with pytest.raises(ValueError, match="pseudo_slots"):
+        run(RunConfig("synthetic", profile="smoke", overrides={"pseudo_slots": "both"}), progress=False)
     with pytest.raises(ValueError, match="cached features only"):
         run(RunConfig("synthetic", profile="smoke", overrides={"feature_cache": False, "feature_aug": "d4"}),
             progress=False)
     assert any("RandomRotation" in d for d in get_profile("smoke", feature_aug="d4").deviations())
     rec = run(RunConfig("synthetic", profile="smoke", anomalies=5,
-                        overrides={"head_loss": "deviation", "feature_aug": "d4"}), progress=False)
+                        overrides={"head_loss": "deviation", "feature_aug": "d4", "pseudo_slots": "normal"}),
+              progress=False)
     assert rec["status"] == "ok" and rec["dpdl_config"]["binary_loss"] == "deviation"
-    assert rec["profile_settings"]["feature_aug"] == "d4"
+    assert rec["profile_settings"]["feature_aug"] == "d4" and rec["profile_settings"]["pseudo_slots"] == "normal"
+    assert rec["batch"] == {"normal": 8, "seen": 8, "pseudo": 8}   # smoke batch 24: DRA's thirds

@@ -117,13 +117,22 @@ def main():
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
-    rows = []
+    cells = []
     for cell in a.cells.split(","):
-        where, m = cell.split(":")
+        where, _, m = cell.partition(":")
         setting, _, known = where.partition("/")
-        for s in (int(v) for v in a.seeds.split(",")):
+        if setting not in ("general", "hard") or not m.isdigit() or (setting == "hard") != bool(known):
+            ap.error(f"--cells: {cell!r} is not setting[/known]:M (e.g. general:1 or hard/mono:10)")
+        cells.append((setting, known or None, int(m)))
+    try:
+        seeds = [int(v) for v in a.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds: {a.seeds!r} is not a comma-separated list of integers")
+    rows = []
+    for setting, known, m in cells:
+        for s in seeds:
             for ft in (False, True):
-                rows.append(one(setting, known or None, int(m), s, ft))
+                rows.append(one(setting, known, m, s, ft))
     cells = {}
     for r in rows:
         key = f"{r['setting']}{'/' + r['known_class'] if r['known_class'] else ''} M={r['anomalies']}"

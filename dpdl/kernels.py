@@ -36,7 +36,8 @@ class IPCKernelManager(AsyncKernelManager):
     @default("ip")
     def _default_ip(self):
         if self.transport != "ipc":
-            return super()._ip_default()
+            from jupyter_client.localinterfaces import localhost
+            return localhost()
         return os.path.join(tempfile.mkdtemp(prefix="dpdl-kernel-"), "k")
 
     def cleanup_ipc_files(self) -> None:

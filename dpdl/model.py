@@ -32,7 +32,7 @@ from dpdl.dispersion import dispersion_loss
 from dpdl.heads import NormalHead, TopKHead, deviation_loss, prototype_residual
 from dpdl.prototypes import MultiGaussianPrototypes, vq_codebook
 
-__all__ = ["DPDLConfig", "DPDLModel", "check_finite", "LOSS_TERMS"]
+__all__ = ["DPDLConfig", "DPDLModel", "check_finite", "LOSS_TERMS", "PAPER_DEFAULTS"]
 
 LOSS_TERMS = ("ma", "mn", "mr", "dpl_n", "dpl_a", "dfl", "total")
 BINARY_LOSSES = ("bce", "deviation")
@@ -86,6 +86,12 @@ class DPDLConfig:
             raise ValueError(f"vq_iters must be an integer >= 1, got {self.vq_iters!r}")
         if self.alpha_init not in ("proportions", "uniform"):
             raise ValueError(f"alpha_init must be 'proportions' or 'uniform', got {self.alpha_init!r}")
+
+
+# The paper's hyper-parameters (Sec. 5.2): the one place every other module (train, study, book, tables) reads.
+PAPER_DEFAULTS = {"prototypes": DPDLConfig.prototypes, "eps": DPDLConfig.eps, "kappa": DPDLConfig.kappa,
+                  "lam": DPDLConfig.lam, "heads": ",".join(DPDLConfig.heads), "use_dpl": DPDLConfig.use_dpl,
+                  "use_dfl": DPDLConfig.use_dfl}
 
 
 def check_finite(terms: dict, step: int) -> None:

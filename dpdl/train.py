@@ -35,11 +35,11 @@ from tqdm.auto import tqdm
 from .backbones import build_backbone, check_backbone, feature_shape, parse_layers, weights_path
 from .config import Profile, get_profile
 from .features import FeatureCache, Item
+from .model import PAPER_DEFAULTS
 from .records import SCHEMA_VERSION, atomic_write_json, code_version, utc_now
 
 HEAD_NAMES = ("n", "a", "r")
-DEFAULTS = {"use_dpl": True, "use_dfl": True, "heads": "n,a,r", "prototypes": 32, "eps": 1e-3, "kappa": 10.0,
-            "lam": 1.0}
+DEFAULTS = PAPER_DEFAULTS  # the paper's C, eps, kappa, lam, heads: defined once, in dpdl.model
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 from torch import nn
@@ -51,8 +50,10 @@ def one(setting: str, known, m: int, seed: int, finetune: bool) -> dict:
     from dpdl.config import get_profile
     from dpdl.data import make_split
     from dpdl.features import FeatureCache, Item, combine_all
-    from dpdl.train import (AUG_SEED_OFFSET, Adapter, DPDLNet, RunConfig, Stream, _Ctx, _loop, batch_counts,
-                            build_dpdl, d4_augment, roc_metrics, seed_everything)
+    from dpdl.batches import FeatureBatches
+    from dpdl.methods import build_method
+    from dpdl.net import Adapter, Net
+    from dpdl.train import RunConfig, embed_all, evaluate, fit, method_options, roc_metrics, seed_everything
     prof = get_profile("cpu")
     torch.set_num_threads(prof.threads or torch.get_num_threads())
     cfg = RunConfig("elpv", setting=setting, known_class=known, anomalies=m, seed=seed, profile="cpu")
@@ -72,40 +73,22 @@ def one(setting: str, known, m: int, seed: int, finetune: bool) -> dict:
     c, h, w = combined["norm"].shape[1:]
     adapter = Adapter(c, prof.adapter_dim)
     adapter.calibrate(combined["norm"])
-    dpdl, _ = build_dpdl(adapter.out_channels, (h, w), cfg, prof.head_loss)
+    method = build_method("dpdl", adapter.out_channels, (h, w), method_options(cfg, prof))
     backbone = None
     if finetune:
         backbone = LastStage(ext)
         for p in backbone.parameters():
             p.requires_grad_(True)
-    net = DPDLNet(adapter, dpdl, backbone)
-    with torch.no_grad():
-        adapter.eval()
-        dpdl.init_prototypes(adapter(combined["norm"].float()), generator=torch.Generator().manual_seed(seed))
-
-    gen = torch.Generator().manual_seed(seed)
-    f_norm, f_seen, f_pseudo = inputs["norm"], inputs["seen"], inputs["pseudo"]
-    n_norm, n_seen, n_pseudo = batch_counts(prof.batch_size, len(f_seen), prof.pseudo_share, len(f_pseudo) > 0)
-    s_norm, s_seen, s_pseudo = Stream(len(f_norm), gen), Stream(max(len(f_seen), 1), gen), Stream(len(f_pseudo), gen)
-    y = torch.cat([torch.zeros(n_norm), torch.ones(n_seen + n_pseudo)])
-    aug_gen = torch.Generator().manual_seed(seed + AUG_SEED_OFFSET)
-
-    def next_batch(step):
-        parts = [f_norm[s_norm.take(n_norm)]]
-        if n_seen:
-            parts.append(f_seen[s_seen.take(n_seen)])
-        parts.append(f_pseudo[s_pseudo.take(n_pseudo)])
-        x = torch.cat(parts).float()
-        return (d4_augment(x, aug_gen) if prof.feature_aug == "d4" else x), y
-
-    ctx = _Ctx(cfg=cfg, profile=prof, backbone=prof.backbone, device=torch.device("cpu"), progress=False)
-    t0 = time.perf_counter()
-    train = _loop(ctx, net, next_batch, desc="train")
-    train_s = time.perf_counter() - t0
-    scores = net.score(inputs["test"]).numpy()
+    net, cpu = Net(adapter, method, backbone), torch.device("cpu")
+    method.init(embed_all(net, inputs["norm"], cpu), generator=torch.Generator().manual_seed(seed))
+    comp = method.composition(prof, len(inputs["seen"]), len(inputs["pseudo"]) > 0)
+    batches = FeatureBatches(inputs["norm"], inputs["seen"], inputs["pseudo"], comp, seed, prof.feature_aug)
+    train = fit(net, batches, prof, cpu)
+    train_s = train["train_s"]
+    scores = evaluate(net, inputs["test"], cpu)
     labels = [s.label for s in test]
     row = {"setting": setting, "known_class": known, "anomalies": m, "seed": seed, "finetune_last_stage": finetune,
-           **roc_metrics(labels, scores), "train_s": train_s, "step_ms": train["ms"].get("step"),
+           **roc_metrics(labels, scores), "train_s": train_s, "step_ms": 1000 * train_s / train["steps"],
            "split_fingerprint": split.fingerprint}
     print(json.dumps(row), flush=True)
     return row

@@ -6,13 +6,16 @@ import sys
 
 from .backbones import list_backbones
 from .config import PROFILES
+from .methods import METHODS
+from .model import PAPER_DEFAULTS as PD
 
 
-def _override(text: str) -> tuple[str, object]:
+def _override(text: str, option: str = "--set") -> tuple[str, object]:
     """``key=value`` -> (key, value) with value read as JSON when it parses (numbers, booleans), else a string."""
     from .cli import UserError
     if "=" not in text:
-        raise UserError(f"bad --set {text!r}: expected FIELD=VALUE, e.g. --set epochs=10")
+        raise UserError(f"bad {option} {text!r}: expected FIELD=VALUE, e.g. {option} "
+                        f"{'epochs=10' if option == '--set' else 'memory=5000'}")
     key, value = text.split("=", 1)
     try:
         return key.strip(), json.loads(value)
@@ -22,9 +25,10 @@ def _override(text: str) -> tuple[str, object]:
 
 def register(subparsers) -> None:
     """Add the ``train`` and ``score`` subcommands."""
-    p = subparsers.add_parser("train", help="train and test DPDL on one split; writes DIR/run.json and DIR/model.pt",
-                              description="Train DPDL on one OSAD split (seen anomalies + CutMix pseudo anomalies), "
-                                          "test it (AUC, AUC-PR) and write DIR/run.json and DIR/model.pt.")
+    p = subparsers.add_parser("train", help="train and test a method on one split; writes DIR/run.json and DIR/model.pt",
+                              description="Train DPDL (or a baseline: --method) on one OSAD split (seen anomalies + "
+                                          "CutMix pseudo anomalies), test it (AUC, AUC-PR) and write DIR/run.json "
+                                          "and DIR/model.pt.")
     p.add_argument("--dataset", required=True, metavar="NAME", help="dataset name (see `dpdl datasets`)")
     p.add_argument("--setting", default="general", choices=("general", "hard"))
     p.add_argument("--known-class", default=None, metavar="C", help="the known anomaly class (hard setting)")
@@ -34,13 +38,19 @@ def register(subparsers) -> None:
     p.add_argument("--backbone", default=None, metavar="B",
                    help=f"one of {', '.join(list_backbones())} (default: the profile's)")
     p.add_argument("--weights", default=None, metavar="PATH", help="backbone weight file (ResNet-18 ImageNet .pth)")
+    p.add_argument("--method", default="dpdl", choices=METHODS,
+                   help="dpdl (default), or a baseline under the same protocol: devnet, dra, knn")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the method's config (dpdl.methods; recorded), e.g. --opt memory=5000 for knn")
     p.add_argument("--no-dpl", action="store_true", help="ablation: no distribution prototype learning")
     p.add_argument("--no-dfl", action="store_true", help="ablation: no dispersion feature learning")
-    p.add_argument("--heads", default="n,a,r", help="score heads, a subset of n,a,r (default n,a,r)")
-    p.add_argument("--prototypes", type=int, default=32, metavar="C", help="number of Gaussian prototypes (32)")
-    p.add_argument("--eps", type=float, default=1e-3, metavar="E", help="bridge noise epsilon (1e-3)")
-    p.add_argument("--kappa", type=float, default=10.0, metavar="K", help="DFL concentration kappa (10)")
-    p.add_argument("--lam", type=float, default=1.0, metavar="L", help="DFL weight lambda (1)")
+    p.add_argument("--heads", default=PD["heads"], help=f"score heads, a subset of n,a,r (default {PD['heads']})")
+    p.add_argument("--prototypes", type=int, default=PD["prototypes"], metavar="C",
+                   help=f"number of Gaussian prototypes ({PD['prototypes']})")
+    p.add_argument("--eps", type=float, default=PD["eps"], metavar="E", help=f"bridge noise epsilon ({PD['eps']:g})")
+    p.add_argument("--kappa", type=float, default=PD["kappa"], metavar="K",
+                   help=f"DFL concentration kappa ({PD['kappa']:g})")
+    p.add_argument("--lam", type=float, default=PD["lam"], metavar="L", help=f"DFL weight lambda ({PD['lam']:g})")
     p.add_argument("--data-root", default=None, metavar="P", help="data root (default $DPDL_DATA)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change a profile field for this run (recorded), e.g. --set epochs=10")
@@ -56,6 +66,8 @@ def register(subparsers) -> None:
     p.add_argument("--images", nargs="*", default=[], metavar="PATH", help="image files")
     p.add_argument("--folder", default=None, metavar="DIR", help="score every image below this folder")
     p.add_argument("--weights", default=None, metavar="PATH", help="backbone weight file (ResNet-18)")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help="require the model to be of this method (default: whichever model.pt holds)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_score)
 
@@ -65,6 +77,7 @@ def cmd_train(args) -> int:
     overrides = dict(_override(t) for t in args.set)
     cfg = RunConfig(dataset=args.dataset, setting=args.setting, known_class=args.known_class,
                     anomalies=args.anomalies, seed=args.seed, profile=args.profile, backbone=args.backbone,
+                    method=args.method, method_options=dict(_override(t, "--opt") for t in args.opt),
                     use_dpl=not args.no_dpl, use_dfl=not args.no_dfl, heads=args.heads, prototypes=args.prototypes,
                     eps=args.eps, kappa=args.kappa, lam=args.lam, data_root=args.data_root, out=args.out,
                     run_id=args.run_id, weights=args.weights, overrides=overrides, overwrite=args.overwrite)
@@ -73,7 +86,7 @@ def cmd_train(args) -> int:
         print(f"dpdl train: run failed: {rec['error']} (record: {args.out}/run.json)", file=sys.stderr)
         return 1
     m, t = rec["metrics"], rec["timings"]
-    print(f"{rec['run_id']}: AUC {m['auc']:.4f}  AUC-PR {m['ap']:.4f}  "
+    print(f"{rec['run_id']} ({rec['method']}): AUC {m['auc']:.4f}  AUC-PR {m['ap']:.4f}  "
           f"({rec['profile']} profile, {rec['backbone']}, {t['total_s']:.1f} s) -> {args.out}/run.json")
     return 0
 
@@ -82,6 +95,9 @@ def cmd_score(args) -> int:
     from .score import collect_images, load_trained, score_images
     files = collect_images(args.images, args.folder)
     model = load_trained(args.model, weights=args.weights)
+    if args.method and model.info["method"] != args.method:
+        from .cli import UserError
+        raise UserError(f"--method {args.method}: the model {model.info['model']} is a {model.info['method']} model")
     scores = score_images(model, files)
     if args.json:
         print(json.dumps({"model": model.info, "scores": [{"path": f, "score": s} for f, s in zip(files, scores)]},

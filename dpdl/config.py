@@ -35,6 +35,11 @@ class Profile:
     feature_aug: str = "none"   # "d4": random rot90/flip of cached feature maps (feature-cache profiles)
     pseudo_slots: str = "anomaly"  # whose slots pseudo anomalies take: "anomaly" (pseudo_share of the anomaly third)
     #                                or "normal" (DRA's code: pseudo_share of the normal two thirds; see batch_counts)
+    optimizer: str = "adamw"    # "adamw" (the paper) or "adam" (DRA's code)
+    lr_step: int = 0            # >0: StepLR every lr_step epochs by lr_gamma (DRA's code: 10, 0.1; the paper is silent)
+    lr_gamma: float = 0.1
+    rotate: float = 0.0         # image mode: RandomRotation(rotate) of training images (DRA's code: 180)
+    method_protocol: bool = False  # baselines train under their own published protocol (dpdl.methods: protocol)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +77,10 @@ class Profile:
                        "cached-feature stand-in for the baselines' RandomRotation(180) of training images)")
         if self.grad_clip:
             out.append(f"gradient-norm clipping at {self.grad_clip:g}")
+        if self.optimizer != "adamw":
+            out.append(f"optimiser {self.optimizer} instead of AdamW")
+        if self.lr_step:
+            out.append(f"StepLR: lr x {self.lr_gamma:g} every {self.lr_step} epochs (the paper states no schedule)")
         return out
 
 
@@ -92,7 +101,7 @@ def recorded_value(settings: dict, name: str):
 PROFILES: dict[str, Profile] = {
     "paper": Profile(name="paper", image_size=448, backbone="resnet18", finetune_backbone=True,
                      feature_cache=False, epochs=50, iters_per_epoch=20, batch_size=48,
-                     feature_layers="last", num_workers=4),
+                     feature_layers="last", num_workers=4, method_protocol=True),
     # cpu: tuned on ELPV general M=10 seed 0 (benchmarks/bench_elpv_cpu.py): EfficientNet-Lite0 beat MobileNetV2,
     # the paper's lr 2e-4 over-fitted the frozen features after ~4 epochs (1e-4 for 12 epochs held up), and
     # 14x14 maps cost 4x the step time of 7x7 for no gain. head_loss "deviation" and feature_aug "d4": the best mean

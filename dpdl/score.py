@@ -1,9 +1,9 @@
 """Score new images with a trained model (``DIR/model.pt`` written by :func:`dpdl.train.run`).
 
-``load_trained(dir)`` rebuilds backbone -> adapter -> DPDL from the saved state (the backbone's ImageNet weights
+``load_trained(dir)`` rebuilds backbone -> adapter -> method (any of dpdl.methods) from the saved state (the backbone's ImageNet weights
 come from their local files again, or from the saved state when the run fine-tuned it);
 ``score_images(model, paths)`` returns one anomaly score per image (higher = more anomalous; the scale is the
-model's own S = S_a + S_r - S_n, not a probability).
+method's own (DPDL: S = S_a + S_r - S_n), not a probability).
 """
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from typing import Sequence
 
 import torch
 
-from .backbones import FeatureExtractor, build_backbone
-from .config import recorded_value
-from .train import Adapter, DPDLNet, build_dpdl, RunConfig
+from .backbones import FeatureExtractor
+from .net import Net
 
 
 @dataclass
 class TrainedModel:
-    net: DPDLNet
+    net: Net
     extractor: FeatureExtractor | None  # frozen backbone outside the net (feature mode), else None
     image_size: int
     info: dict
@@ -33,31 +32,12 @@ def load_trained(model_dir: str | os.PathLike, weights: str | None = None) -> Tr
     p = p / "model.pt" if p.is_dir() else p
     if not p.is_file():
         raise FileNotFoundError(f"no trained model at {p} (train one with `dpdl train ... --out DIR`)")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read the trained model {p}: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != 1:
-        raise ValueError(f"{p} is not a model.pt written by dpdl train")
-    prof, binfo, cfgd = blob["profile"], blob["backbone"], blob["config"]
-    cfg = RunConfig(**{k: v for k, v in cfgd.items() if k in RunConfig.__dataclass_fields__})
-    c, h, w = blob["feature_shape"]
-    backbone = build_backbone(binfo["name"], binfo["layers"], weights=weights or cfg.weights,
-                              image_size=prof["image_size"],
-                              pretrained=blob["backbone_state"] is None, map_size=binfo.get("map_size", 0))
-    adapter = Adapter(c, prof["adapter_dim"])
-    dpdl, _ = build_dpdl(adapter.out_channels, (h, w), cfg, recorded_value(prof, "head_loss"))
-    adapter.load_state_dict(blob["adapter"])
-    dpdl.load_state_dict(blob["dpdl"])
-    if blob["backbone_state"] is not None:
-        backbone.load_state_dict(blob["backbone_state"])
-        net, extractor = DPDLNet(adapter, dpdl, backbone), None
-    else:
-        net, extractor = DPDLNet(adapter, dpdl), backbone.freeze()
-    net.eval()
-    info = {"model": str(p), "dataset": cfg.dataset, "profile": prof["name"], "backbone": binfo["name"],
-            "seed": cfg.seed, "anomalies": cfg.anomalies, "setting": cfg.setting}
-    return TrainedModel(net, extractor, int(prof["image_size"]), info)
+    net, extractor, blob = Net.load(p, weights=weights)
+    cfg = blob["config"]
+    info = {"model": str(p), "dataset": cfg["dataset"], "profile": blob["profile"]["name"],
+            "backbone": blob["backbone"]["name"], "method": blob["method"], "seed": cfg["seed"],
+            "anomalies": cfg["anomalies"], "setting": cfg["setting"]}
+    return TrainedModel(net, extractor, int(blob["profile"]["image_size"]), info)
 
 
 def _load(path: str, size: int) -> torch.Tensor:

@@ -9,6 +9,15 @@ from pathlib import Path
 
 import nbformat as nbf
 
+from dpdl.model import PAPER_DEFAULTS
+
+
+def _paper_defaults() -> str:
+    """The parameter lines of the paper's hyper-parameters, from their one source (dpdl.model.PAPER_DEFAULTS)."""
+    notes = {"prototypes": "C", "eps": "epsilon", "lam": "lambda"}
+    return "\n".join(f"{k} = {PAPER_DEFAULTS[k]!r}" + (f"  # {notes[k]}" if k in notes else "")
+                     for k in ("heads", "prototypes", "eps", "kappa", "lam"))
+
 HERE = Path(__file__).resolve().parent
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
           "language_info": {"name": "python"}}
@@ -49,9 +58,9 @@ caption = tables.profile_caption(profile, short=True)   # the figures' caption''
 def experiment():
     write("experiment.ipynb", [
         md("""
-# One DPDL run
+# One run
 
-Trains and tests one run of DPDL with :func:`dpdl.train.run` and leaves its record (`run.json`) beside this
+Trains and tests one run of DPDL (or of a baseline: `method`) with :func:`dpdl.train.run` and leaves its record (`run.json`) beside this
 notebook. The study (`dpdl study run`) executes this notebook with papermill, once per run; the parameters
 below are the defaults of `dpdl.train.RunConfig`.
 """),
@@ -62,19 +71,17 @@ anomalies = 10           # M, seen anomalies
 seed = 0
 profile = "smoke"        # "paper" | "cpu" | "smoke"
 backbone = None          # None: the profile's backbone
+method = "dpdl"          # "dpdl" | "devnet" | "dra" | "knn" (baselines under the same protocol)
+method_options = {}      # more options of the method's config (dpdl.methods)
 use_dpl = True
 use_dfl = True
-heads = "n,a,r"
-prototypes = 32          # C
-eps = 1e-3               # epsilon
-kappa = 10.0
-lam = 1.0                # lambda
+@PAPER_DEFAULTS@
 data_root = None
 out = "."                # output folder: run.json (+ model, scores)
 run_id = None
 gpu = None               # set by the study's executors: CUDA_VISIBLE_DEVICES for this run
 threads = None           # set by the Dask executor: torch threads (1 per worker)
-plot = True              # draw the score histogram below (the study turns it off unless --plots)''', tags=["parameters"]),
+plot = True              # draw the score histogram below (the study turns it off unless --plots)'''.replace("@PAPER_DEFAULTS@", _paper_defaults()), tags=["parameters"]),
         code('''import os
 if gpu is not None:
     os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -84,7 +91,8 @@ if threads:
 from dpdl.train import RunConfig, run
 
 record = run(RunConfig(dataset=dataset, setting=setting, known_class=known_class, anomalies=anomalies, seed=seed,
-                       profile=profile, backbone=backbone, use_dpl=use_dpl, use_dfl=use_dfl, heads=heads,
+                       profile=profile, backbone=backbone, method=method, method_options=method_options,
+                       use_dpl=use_dpl, use_dfl=use_dfl, heads=heads,
                        prototypes=prototypes, eps=eps, kappa=kappa, lam=lam, data_root=data_root, out=out,
                        run_id=run_id), progress=False)
 print(record["run_id"], record["status"], record.get("error") or "", record["metrics"], sep="  ")'''),

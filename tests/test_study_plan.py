@@ -15,18 +15,21 @@ from dpdl.study import runner, tables
 def test_smoke_plan():
     pl = P.expand("smoke")
     ids = [r.run_id for r in pl.runs]
-    assert len(ids) == len(set(ids)) == 12
+    assert len(ids) == len(set(ids)) == 15
     assert "synthetic__general__M10__s0__full" in ids
+    for m in ("devnet", "dra", "knn"):                       # the baselines, same split and seed
+        spec = next(r for r in pl.runs if r.run_id == f"synthetic__general__M10__s0__{m}")
+        assert spec.config("smoke")["method"] == m and spec.groups == ("table1",)
     assert "synthetic__hard-scratch__M1__s1__full" in ids
     assert "synthetic__general__M10__s0__heads=a+r" in ids and "synthetic__general__M10__s0__C=8" in ids
     full = next(r for r in pl.runs if r.run_id == "synthetic__general__M10__s0__full")
     assert set(full.groups) == {"table1", "table3", "fig2", "fig3"}   # shared, run once
     by = pl.by_group()
-    assert len(by["table1"]) == 4 and len(by["table2"]) == 4 and len(by["fig2"]) == 3
+    assert len(by["table1"]) == 7 and len(by["table2"]) == 4 and len(by["fig2"]) == 3
 
 
 def test_only_seeds_and_datasets_filters():
-    assert len(P.expand("smoke", only=["table1"], seeds=1).runs) == 2
+    assert len(P.expand("smoke", only=["table1"], seeds=1).runs) == 5
     assert len(P.expand("smoke", only=["fig2", "fig3"]).runs) == 4
     assert P.expand("smoke", datasets=["elpv"]).runs == []
     with pytest.raises(ValueError, match="unknown group"):

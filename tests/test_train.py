@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dpdl.records import read_record
-from dpdl.train import RunConfig, batch_counts, parse_heads, run, variant_tag
+from dpdl.batches import batch_counts
+from dpdl.train import RunConfig, parse_heads, run, variant_tag
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_smoke_run_learns_and_writes_a_record(smoke_run):
         assert key in disk
     assert disk["backbone"] == "mobilenet_v2" and disk["variant"] == "full" and disk["profile"] == "smoke"
     assert disk["split"]["train_anomaly"] == 5 and len(disk["split"]["fingerprint"]) == 16
-    for key in ("features_s", "train_s", "test_s", "total_s", "step_dpdl_ms", "step_backbone_ms"):
+    for key in ("features_s", "train_s", "test_s", "total_s", "step_ms", "step_data_ms"):
         assert key in disk["timings"]
     assert (out / "model.pt").is_file() and (out / "scores.json").is_file()
 
@@ -144,7 +145,7 @@ def _d4_images(v):
 
 
 def test_d4_augment_rotates_or_flips_each_map_and_is_seeded():
-    from dpdl.train import d4_augment
+    from dpdl.batches import d4_augment
     g = torch.Generator().manual_seed(0)
     x = torch.randn(400, 3, 5, 5, generator=g)
     out = d4_augment(x, torch.Generator().manual_seed(1))
@@ -178,4 +179,4 @@ def test_profile_choice_fields_are_checked_and_recorded(tmp_path, smoke_run):
               progress=False)
     assert rec["status"] == "ok" and rec["dpdl_config"]["binary_loss"] == "deviation"
     assert rec["profile_settings"]["feature_aug"] == "d4" and rec["profile_settings"]["pseudo_slots"] == "normal"
-    assert rec["batch"] == {"normal": 8, "seen": 8, "pseudo": 8}   # smoke batch 24: DRA's thirds
+    assert rec["batch"] == {"normal": 8, "seen": 8, "pseudo": 8, "reference": 0}   # smoke batch 24: DRA's thirds

@@ -14,6 +14,7 @@ from typing import Iterable
 import yaml
 
 STUDY_YAML = Path(__file__).with_name("study.yaml")
+BASELINES = ("devnet", "dra", "knn")   # variant tags that name another method (dpdl.methods)
 GROUPS = ("table1", "table2", "table3", "table5", "table6", "fig2", "fig3")
 
 # variant tag prefix -> RunConfig field
@@ -33,12 +34,9 @@ def profiles(study: dict | None = None) -> list[str]:
 
 
 def defaults(study: dict | None = None) -> dict:
-    d = dict((study or load_study())["defaults"])
-    d["prototypes"] = int(d["prototypes"])
-    for k in _FLOAT_FIELDS:
-        d[k] = float(d[k])
-    d["heads"] = _norm_heads(d["heads"])
-    return d
+    """The paper's C, eps, kappa, lam and heads (the "full" variant): dpdl.model.PAPER_DEFAULTS, the one source."""
+    from ..model import PAPER_DEFAULTS
+    return {k: PAPER_DEFAULTS[k] for k in ("prototypes", "eps", "kappa", "lam", "heads")}
 
 
 def _norm_heads(heads) -> str:
@@ -61,6 +59,8 @@ def parse_variant(tag: str, study: dict | None = None) -> dict:
     ``{"prototypes": 16}``; ``"full"`` -> ``{}``."""
     if tag == "full":
         return {}
+    if tag in BASELINES:
+        return {"method": tag}
     if tag == "no_dpl":
         return {"use_dpl": False}
     if tag == "no_dfl":
@@ -68,7 +68,7 @@ def parse_variant(tag: str, study: dict | None = None) -> dict:
     m = re.fullmatch(r"(C|eps|kappa|lam|heads)=(.+)", tag)
     if not m:
         raise ValueError(f"unknown variant {tag!r}: expected full, no_dpl, no_dfl, heads=..., C=..., eps=..., "
-                         f"kappa=... or lam=...")
+                         f"kappa=..., lam=... or a baseline ({', '.join(BASELINES)})")
     key, value = _TAG_FIELDS[m.group(1)], m.group(2)
     if key == "heads":
         return {"heads": _norm_heads(value)}
@@ -79,6 +79,8 @@ def parse_variant(tag: str, study: dict | None = None) -> dict:
 
 def variant_tag(overrides: dict, study: dict | None = None) -> str:
     """The tag of a set of overrides (the inverse of :func:`parse_variant`); paper defaults give ``"full"``."""
+    if overrides.get("method", "dpdl") != "dpdl":
+        return str(overrides["method"])
     d = defaults(study)
     parts = []
     if overrides.get("use_dpl") is False:
@@ -95,7 +97,8 @@ def variant_tag(overrides: dict, study: dict | None = None) -> str:
 
 def record_variant(config: dict, study: dict | None = None) -> str:
     """The variant tag of a run record's ``config`` (computed here, so tables do not depend on its spelling)."""
-    over = {k: config[k] for k in ("use_dpl", "use_dfl", "heads", "prototypes", "eps", "kappa", "lam") if k in config}
+    over = {k: config[k] for k in ("method", "use_dpl", "use_dfl", "heads", "prototypes", "eps", "kappa", "lam")
+            if k in config}
     return variant_tag(over, study)
 
 
@@ -123,9 +126,10 @@ class RunSpec:
 
     def config(self, profile: str, data_root=None, out=None) -> dict:
         """Keyword arguments for ``dpdl.train.RunConfig`` (also the experiment notebook's parameters)."""
+        from ..model import PAPER_DEFAULTS
         cfg = dict(dataset=self.dataset, setting=self.setting, known_class=self.known_class,
                    anomalies=int(self.anomalies), seed=int(self.seed), profile=profile, backbone=None,
-                   use_dpl=True, use_dfl=True, heads="n,a,r", prototypes=32, eps=1e-3, kappa=10.0, lam=1.0,
+                   method="dpdl", **PAPER_DEFAULTS,
                    data_root=None if data_root is None else str(data_root),
                    out=None if out is None else str(out), run_id=self.run_id)
         cfg.update(dict(self.overrides))

@@ -1,0 +1,230 @@
+"""The baselines, re-run under our protocol: DevNet, DRA and a patch nearest-neighbour score (kNN).
+
+Each is a pure torch module on feature maps x (B, C, H, W) with the interface of :mod:`dpdl.methods`.
+Written from ../shared/protocol.md and a reading of DRA's public code (Choubo/DRA); no code is copied.
+
+* **DevNet** (Pang et al., KDD 2019; the top-K MIL form DRA's code ships): one plain head (1x1 conv patch scores,
+  |.|, mean of the top-K, K = max(floor(0.1 HW), 1)), the deviation loss, batches half normal, half seen
+  anomalies (no pseudo anomalies). Score: the head's output.
+* **DRA** (Ding et al., CVPR 2022): four heads on the same map, each trained with the deviation loss and
+  summed:
+  - holistic (GAP -> Linear(C, 256) -> ReLU -> Linear(256, 1) -> |.|), target "normal" (y == 0), all rows;
+  - seen (plain head), on the normal and seen-anomaly rows (y != 2), target y != 0;
+  - pseudo (plain head), on the normal and pseudo-anomaly rows (y != 1), target y != 0;
+  - composite: (mean of the reference normals' maps - x) -> 3x3 conv -> BN -> ReLU -> plain head, all rows,
+    target y != 0. Training batches carry ``n_reference = 5`` reference normals (y = -1), as DRA prepends 5.
+  Score: -holistic + seen + pseudo + composite (DRA's test, no normalisation). At test DRA draws 5 random
+  references per test batch; we fix one draw of 5 training normals per run (``calibrate``), so a score does
+  not depend on the batch it is computed in.
+* **kNN** (an unsupervised floor, PatchCore without its coreset): the memory is the patch features of the
+  training normals (random subsample of at most ``memory`` patches, seeded); a test image's score is the
+  largest over its patches of the distance to the nearest memory patch. No training; raw backbone maps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .batches import Composition, batch_counts
+from .heads import deviation_loss, topk_k
+from .methods import MethodMixin
+
+
+@dataclass(frozen=True)
+class DevNetConfig:
+    topk_ratio: float = 0.1
+
+    def __post_init__(self):
+        if not 0 < self.topk_ratio <= 1:
+            raise ValueError(f"topk_ratio must lie in (0, 1], got {self.topk_ratio!r}")
+
+
+@dataclass(frozen=True)
+class DRAConfig(DevNetConfig):
+    n_reference: int = 5
+    hidden: int = 256
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (isinstance(self.n_reference, int) and self.n_reference >= 1):
+            raise ValueError(f"n_reference must be an integer >= 1, got {self.n_reference!r}")
+
+
+@dataclass(frozen=True)
+class KNNConfig:
+    memory: int = 10000      # at most this many memory patches (random, seeded subsample)
+    chunk: int = 4096        # query patches per distance block
+
+    def __post_init__(self):
+        if not (isinstance(self.memory, int) and self.memory >= 1):
+            raise ValueError(f"memory must be an integer >= 1, got {self.memory!r}")
+
+
+class PlainHead(nn.Module):
+    """DRA's plain (seen/pseudo) head and DevNet's MIL head: (B, C, H, W) -> (B,) = mean top-K of |conv1x1(x)|."""
+
+    def __init__(self, in_channels: int, topk_ratio: float = 0.1):
+        super().__init__()
+        self.conv, self.topk_ratio = nn.Conv2d(in_channels, 1, 1), topk_ratio
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.conv(x).flatten(1).abs()
+        return s.topk(topk_k(s.shape[1], self.topk_ratio), dim=1).values.mean(dim=1)
+
+
+class HolisticHead(nn.Module):
+    """DRA's holistic (normality) head: GAP -> Linear(C, hidden) -> ReLU -> Linear(hidden, 1) -> |.|; (B,)."""
+
+    def __init__(self, in_channels: int, hidden: int = 256):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(x.mean(dim=(2, 3))).squeeze(1).abs()
+
+
+class CompositeHead(nn.Module):
+    """DRA's composite head: (ref_mean (C, H, W) - x) -> 3x3 conv -> BN -> ReLU -> plain head; (B,)."""
+
+    def __init__(self, in_channels: int, topk_ratio: float = 0.1):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.BatchNorm2d(in_channels),
+                                  nn.ReLU())
+        self.plain = PlainHead(in_channels, topk_ratio)
+
+    def forward(self, x: Tensor, ref_mean: Tensor) -> Tensor:
+        return self.plain(self.conv(ref_mean.unsqueeze(0) - x))
+
+
+def _check_maps(x: Tensor, c: int, hw: tuple[int, int]) -> None:
+    if x.ndim != 4 or x.shape[1] != c or tuple(x.shape[2:]) != hw:
+        raise ValueError(f"expected feature maps of shape (B, {c}, {hw[0]}, {hw[1]}), got {tuple(x.shape)}")
+
+
+class DevNet(MethodMixin, nn.Module):
+    """DevNet: one top-K MIL head and the deviation loss; batches half normal, half seen anomalies."""
+
+    protocol = {}  # DevNet's 50 x 20 schedule is the profile's
+
+    def __init__(self, in_channels: int, feat_hw: tuple[int, int], cfg: DevNetConfig | None = None):
+        super().__init__()
+        self.cfg, self.in_channels, self.feat_hw = cfg or DevNetConfig(), in_channels, tuple(feat_hw)
+        self.head = PlainHead(in_channels, self.cfg.topk_ratio)
+
+    def composition(self, profile, n_seen: int, has_pseudo: bool) -> Composition:
+        """Half normal, half seen anomalies (DevNet uses no pseudo anomalies; with M = 0, pseudo ones)."""
+        n, s, p = batch_counts(profile.batch_size, n_seen, profile.pseudo_share, has_pseudo and n_seen == 0,
+                               normal_share=0.5)
+        return Composition(n, s, p)
+
+    def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        _check_maps(x, self.in_channels, self.feat_hw)
+        keep = y >= 0
+        loss = deviation_loss(self.head(x[keep]), (y[keep] > 0).to(x.dtype))
+        return {"head": loss, "total": loss}
+
+    def score(self, x: Tensor) -> Tensor:
+        _check_maps(x, self.in_channels, self.feat_hw)
+        return self.head(x)
+
+
+class DRA(MethodMixin, nn.Module):
+    """DRA: holistic, seen, pseudo and composite heads; score -holistic + seen + pseudo + composite."""
+
+    # DRA's code (protocol.md): Adam 2e-4, wd 1e-5, grad-norm clip 1.0, StepLR(10, 0.1), 30 epochs x 20 steps,
+    # half of the normal slots become pseudo anomalies (48 -> 16 normal, 16 seen, 16 pseudo).
+    protocol = {"optimizer": "adam", "epochs": 30, "grad_clip": 1.0, "lr_step": 10, "lr_gamma": 0.1,
+                "pseudo_slots": "normal"}
+
+    def __init__(self, in_channels: int, feat_hw: tuple[int, int], cfg: DRAConfig | None = None):
+        super().__init__()
+        self.cfg, self.in_channels, self.feat_hw = cfg or DRAConfig(), in_channels, tuple(feat_hw)
+        self.n_reference = self.cfg.n_reference
+        self.holistic = HolisticHead(in_channels, self.cfg.hidden)
+        self.seen = PlainHead(in_channels, self.cfg.topk_ratio)
+        self.pseudo = PlainHead(in_channels, self.cfg.topk_ratio)
+        self.composite = CompositeHead(in_channels, self.cfg.topk_ratio)
+        self.register_buffer("ref_mean", torch.zeros(in_channels, *self.feat_hw))
+
+    def calibrate(self, normal: Tensor) -> None:
+        """The composite head's reference at test: the mean map of ``normal`` (n_reference, C, H, W)."""
+        _check_maps(normal, self.in_channels, self.feat_hw)
+        self.ref_mean.copy_(normal.float().mean(dim=0))
+
+    def head_scores(self, x: Tensor, ref_mean: Tensor) -> dict[str, Tensor]:
+        """{"holistic", "seen", "pseudo", "composite"}: each (B,)."""
+        return {"holistic": self.holistic(x), "seen": self.seen(x), "pseudo": self.pseudo(x),
+                "composite": self.composite(x, ref_mean)}
+
+    def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        _check_maps(x, self.in_channels, self.feat_hw)
+        ref = x[y < 0]
+        x, y = x[y >= 0], y[y >= 0]
+        if len(ref) == 0:
+            raise ValueError("DRA's training batch needs reference normal rows (label -1)")
+        anomal = (y != 0).to(x.dtype)
+        terms = {"holistic": deviation_loss(self.holistic(x), (y == 0).to(x.dtype)),
+                 "seen": deviation_loss(self.seen(x[y != 2]), anomal[y != 2]),
+                 "pseudo": deviation_loss(self.pseudo(x[y != 1]), anomal[y != 1]),
+                 "composite": deviation_loss(self.composite(x, ref.mean(dim=0)), anomal)}
+        terms["total"] = sum(terms.values())
+        return terms
+
+    @staticmethod
+    def combine(s: dict[str, Tensor]) -> Tensor:
+        """DRA's test score: -holistic + seen + pseudo + composite (B,)."""
+        return -s["holistic"] + s["seen"] + s["pseudo"] + s["composite"]
+
+    def score(self, x: Tensor) -> Tensor:
+        _check_maps(x, self.in_channels, self.feat_hw)
+        return self.combine(self.head_scores(x, self.ref_mean))
+
+
+class KNN(MethodMixin, nn.Module):
+    """Patch nearest-neighbour distance to the training normals' patches (no training, raw backbone maps)."""
+
+    trainable = False
+    uses_adapter = False
+
+    def __init__(self, in_channels: int, feat_hw: tuple[int, int], cfg: KNNConfig | None = None):
+        super().__init__()
+        self.cfg, self.in_channels, self.feat_hw = cfg or KNNConfig(), in_channels, tuple(feat_hw)
+        self.register_buffer("memory", torch.zeros(0, in_channels))
+
+    def init(self, normal: Tensor, generator: torch.Generator | None = None) -> None:
+        """The memory: patches (N·H·W, C) of ``normal`` (N, C, H, W), at most ``cfg.memory`` (random, seeded)."""
+        _check_maps(normal, self.in_channels, self.feat_hw)
+        patches = normal.float().permute(0, 2, 3, 1).reshape(-1, self.in_channels)
+        if len(patches) > self.cfg.memory:
+            keep = torch.randperm(len(patches), generator=generator)[:self.cfg.memory].sort().values
+            patches = patches[keep.to(patches.device)]
+        self.memory = patches.contiguous()
+
+    def patch_distances(self, x: Tensor) -> Tensor:
+        """(B, H·W): each patch's Euclidean distance to its nearest memory patch."""
+        if len(self.memory) == 0:
+            raise RuntimeError("KNN: call init(normal) before scoring")
+        q = x.float().permute(0, 2, 3, 1).reshape(-1, self.in_channels)
+        m2 = (self.memory ** 2).sum(1)
+        out = []
+        for s in range(0, len(q), self.cfg.chunk):
+            b = q[s:s + self.cfg.chunk]
+            d2 = (b ** 2).sum(1, keepdim=True) - 2 * b @ self.memory.T + m2
+            out.append(d2.min(dim=1).values.clamp_min(0).sqrt())
+        return torch.cat(out).view(x.shape[0], -1)
+
+    def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        raise RuntimeError("KNN is not trained: it has no losses")
+
+    def score(self, x: Tensor) -> Tensor:
+        _check_maps(x, self.in_channels, self.feat_hw)
+        return self.patch_distances(x).max(dim=1).values
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "memory"
+        if key in state_dict:   # the memory's size is known only from the saved state
+            self.memory = torch.empty_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

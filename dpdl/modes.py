@@ -1,0 +1,145 @@
+"""The two modes of a run: what each prepares before training (the net, its batches, the inputs to score).
+
+* **feature mode** (``cpu``, ``smoke``): :func:`setup_features`: cached frozen-backbone maps (dpdl.features), an
+  adapter calibrated on the training normals, the method on top; :func:`prepare_features` fills the cache.
+* **image mode** (``paper``): :func:`setup_images`: the backbone inside the net (fine-tuned), images through
+  DataLoaders as uint8, converted on the device.
+
+``cfg`` is a :class:`dpdl.train.RunConfig` (its seed, method, weights), ``options`` the method's validated
+config (dpdl.train.method_options).
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .backbones import build_backbone, check_backbone, feature_shape
+from .batches import FeatureBatches, ImageBatches, image_loader
+from .config import Profile, get_profile
+from .features import FeatureCache, Item
+from .methods import build_method, method_class
+from .net import Adapter, Net
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def embed_all(net: Net, inputs, device: torch.device, chunk: int = 256) -> torch.Tensor:
+    """The method inputs (N, C, H, W) of maps (a tensor) or images (a DataLoader of uint8 batches), eval mode."""
+    was = net.training
+    net.eval()
+    parts = inputs.split(chunk) if isinstance(inputs, torch.Tensor) else inputs
+    out = torch.cat([net.embed(x.to(device, non_blocking=True)) for x in parts])
+    net.train(was)
+    return out
+
+
+def evaluate(net: Net, inputs, device: torch.device) -> np.ndarray:
+    """Anomaly scores (N,) of maps (a tensor) or images (a DataLoader of uint8 batches), in order."""
+    if isinstance(inputs, torch.Tensor):
+        return net.score(inputs).numpy()
+    return torch.cat([net.score(x.to(device, non_blocking=True)) for x in inputs]).numpy()
+
+
+@dataclass
+class Setup:
+    """What a mode prepares for a run: the net, its batches, and the inputs for init / reference / test."""
+
+    net: Net
+    batches: object                 # FeatureBatches or ImageBatches
+    normal_inputs: object           # training normals (maps tensor or image DataLoader): method.init
+    reference_inputs: object        # n_reference training normals (maps or loader) or None: method.calibrate
+    test_inputs: object             # test maps or image DataLoader
+    composition: object
+    extra: dict = field(default_factory=dict)
+
+
+def _reference_rows(n_normal: int, k: int, seed: int) -> list[int]:
+    return sorted(torch.randperm(n_normal, generator=torch.Generator().manual_seed(int(seed) + 1))[:k].tolist())
+
+
+def setup_features(cfg, prof: Profile, backbone: str, split, device, progress: bool, options: dict) -> Setup:
+    """Feature mode: cached frozen-backbone maps -> adapter (calibrated on the normals) -> method."""
+    extractor = build_backbone(backbone, prof.feature_layers, weights=cfg.weights, image_size=prof.image_size,
+                               map_size=prof.map_size).freeze().to(device)
+    cache = FeatureCache(extractor, prof.image_size, split.dataset)
+    kw = dict(progress=progress)
+    f_norm = cache.get([Item(s) for s in split.train_normal], desc="train normal features", **kw)
+    f_seen = cache.get([Item(s) for s in split.train_anomaly], desc="seen anomaly features", **kw)
+    pseudo_items = [Item(s, v) for v in range(prof.pseudo_per_image) for s in split.train_normal]
+    f_pseudo = cache.get(pseudo_items, desc="pseudo anomaly features", **kw)
+    f_test = cache.get([Item(s) for s in split.test_normal + split.test_anomaly], desc="test features", **kw)
+    extra = {"backbone_info": extractor.describe(), "feature_cache": {**cache.stats.to_dict(), "dir": str(cache.dir)}}
+    seed_everything(cfg.seed)
+    mcls = method_class(cfg.method)
+    c, h, w = f_norm.shape[1:]
+    adapter = Adapter(c, prof.adapter_dim if mcls.uses_adapter else 0)
+    adapter.calibrate(f_norm)
+    net = Net(adapter, build_method(cfg.method, adapter.out_channels, (h, w), options)).to(device)
+    comp = net.method.composition(prof, len(f_seen), len(f_pseudo) > 0)
+    batches = FeatureBatches(f_norm, f_seen, f_pseudo, comp, cfg.seed, prof.feature_aug)
+    ref = f_norm[_reference_rows(len(f_norm), comp.reference, cfg.seed)] if comp.reference else None
+    return Setup(net, batches, f_norm, ref, f_test, comp, extra)
+
+
+def setup_images(cfg, prof: Profile, backbone_name: str, split, device, progress: bool, options: dict) -> Setup:
+    """Image mode (``paper``): backbone inside the net (fine-tuned unless the profile freezes it)."""
+    seed_everything(cfg.seed)
+    backbone = build_backbone(backbone_name, prof.feature_layers, weights=cfg.weights, image_size=prof.image_size,
+                              map_size=prof.map_size)
+    if not prof.finetune_backbone:
+        backbone.freeze()
+    mcls = method_class(cfg.method)
+    c, h, w = feature_shape(backbone_name, prof.feature_layers, prof.image_size, prof.map_size)
+    adapter = Adapter(c, prof.adapter_dim if mcls.uses_adapter else 0)
+    net = Net(adapter, build_method(cfg.method, adapter.out_channels, (h, w), options),
+              backbone).to(device)
+    pin = device.type == "cuda"
+    comp = net.method.composition(prof, len(split.train_anomaly), prof.pseudo_per_image > 0)
+    steps = prof.epochs * prof.iters_per_epoch if mcls.trainable else 0
+    batches = ImageBatches(split.train_normal, split.train_anomaly, comp, steps, prof.image_size, cfg.seed,
+                           prof.num_workers, pin, rotate=prof.rotate)
+    load = dict(size=prof.image_size, num_workers=prof.num_workers, pin_memory=pin)
+    ref = ([split.train_normal[i] for i in _reference_rows(len(split.train_normal), comp.reference, cfg.seed)]
+           if comp.reference else None)
+    return Setup(net, batches, image_loader(split.train_normal, **load),
+                 image_loader(ref, **load) if ref else None,
+                 image_loader(split.test_normal + split.test_anomaly, **load), comp,
+                 {"backbone_info": backbone.describe()})
+
+
+def prepare_features(dataset: str, profile: str = "cpu", backbone: str | None = None, data_root: str | None = None,
+                     weights: str | None = None, overrides: dict | None = None, progress: bool = True) -> dict:
+    """Fill the feature cache for every image a run on ``dataset`` may need (all normals, all anomalies, the pseudo
+    anomalies of the training normals), so that later runs (in parallel, any seed/M/setting) only read it.
+
+    Returns the cache statistics and the time taken. Feature-cache profiles only."""
+    prof = get_profile(profile, **(overrides or {}))
+    if not prof.feature_cache:
+        raise ValueError(f"profile {prof.name!r} does not cache features")
+    name = backbone or prof.backbone
+    check_backbone(name)
+    from .data import make_split
+    t0 = time.perf_counter()
+    split = make_split(dataset, setting="general", anomalies=1, seed=0, data_root=data_root)
+    extractor = build_backbone(name, prof.feature_layers, weights=weights, image_size=prof.image_size).freeze()
+    cache = FeatureCache(extractor, prof.image_size, split.dataset)
+    items = ([Item(s) for s in split.train_normal + split.train_anomaly + split.test_normal + split.test_anomaly]
+             + [Item(s, v) for v in range(prof.pseudo_per_image) for s in split.train_normal])
+    threads_was = torch.get_num_threads()
+    if prof.threads:
+        torch.set_num_threads(prof.threads)
+    try:
+        cache.get_taps(items, progress=progress, desc=f"{dataset} features")
+    finally:
+        torch.set_num_threads(threads_was)
+    return {"dataset": dataset, "backbone": name, "image_size": prof.image_size, "items": len(items),
+            "seconds": time.perf_counter() - t0, **cache.stats.to_dict(), "dir": str(cache.dir)}

@@ -1,0 +1,131 @@
+"""What is trained and saved: backbone (fine-tuned, inside; or frozen, outside) -> adapter -> a method's module.
+
+``Net(adapter, method, backbone=None)``: ``embed(x)`` maps images (uint8 or float in [0, 1], (B, 3, S, S)) or
+cached maps (B, Cin, H, W) to the method's input (B, C, H, W); ``score(x)`` gives anomaly scores (N,).
+``Net.save(path, meta)`` / ``Net.load(path)`` write and rebuild it (``model.pt``, read by ``dpdl score``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MODEL_FORMAT = 2
+
+
+class Adapter(nn.Module):
+    """Trainable 1x1 conv -> BN -> ReLU on the backbone's maps: (B, Cin, H, W) -> (B, dim, H, W).
+
+    ``dim = 0`` is the identity (the ``paper`` profile trains the backbone itself; kNN uses the raw maps)."""
+
+    def __init__(self, in_channels: int, dim: int):
+        super().__init__()
+        self.in_channels, self.dim = in_channels, dim
+        self.out_channels = dim or in_channels
+        self.net = (nn.Sequential(nn.Conv2d(in_channels, dim, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU())
+                    if dim else nn.Identity())
+
+    def forward(self, x):
+        return self.net(x)
+
+    @torch.no_grad()
+    def calibrate(self, feats: torch.Tensor, chunk: int = 256) -> None:
+        """Set BN's running statistics to the exact mean/variance of ``feats`` (N, Cin, H, W) (cumulative pass)."""
+        bns = [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
+        if not bns:
+            return
+        was = self.training
+        dev = bns[0].running_mean.device
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+        self.train()
+        for s in range(0, len(feats), chunk):
+            self(feats[s:s + chunk].to(dev).float())
+        for bn in bns:
+            bn.momentum = 0.1
+        self.train(was)
+
+
+def as_float_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, 3, S, S) -> float32 in [0, 1] (on x's device); float tensors pass unchanged."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
+class Net(nn.Module):
+    """Backbone (optional, fine-tuned) -> adapter -> method. The method (dpdl.methods) has ``losses``/``score``."""
+
+    def __init__(self, adapter: Adapter, method: nn.Module, backbone: nn.Module | None = None):
+        super().__init__()
+        self.adapter, self.method, self.backbone = adapter, method, backbone
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (when the backbone is inside) or cached maps -> the method's input x (B, C, H, W)."""
+        if self.backbone is not None:
+            x = self.backbone(as_float_images(x))
+        return self.adapter(x.float())
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """The method's named loss terms (with "total") on a batch of images/maps x and labels y (B,)."""
+        return self.method.losses(self.embed(x), y)
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+        """Anomaly scores (N,) of images/maps x, in eval mode, in chunks; on the CPU, float32."""
+        was = self.training
+        self.eval()
+        dev = next(iter(self.state_dict().values())).device   # kNN has buffers only
+        out = [self.method.score(self.embed(x[s:s + chunk].to(dev, non_blocking=True))).float().cpu()
+               for s in range(0, len(x), chunk)]
+        self.train(was)
+        return torch.cat(out) if out else torch.empty(0)
+
+    # ------------------------------------------------------------------------------------------ save / load
+    def save(self, path: str | os.PathLike, meta: dict) -> None:
+        """Write ``model.pt`` atomically: the states plus ``meta`` (method name and options, shapes, profile...).
+
+        ``meta`` must hold ``method``, ``method_options``, ``feature_shape`` (Cin, H, W of the adapter's input),
+        ``adapter_dim``, ``backbone`` (describe() of the extractor) and ``profile`` (its fields)."""
+        blob = {"format": MODEL_FORMAT, **meta, "adapter": self.adapter.state_dict(),
+                "method_state": self.method.state_dict(),
+                "backbone_state": self.backbone.state_dict() if self.backbone is not None else None}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, weights: str | None = None):
+        """(net, frozen extractor or None, blob) from a ``model.pt``; the net in eval mode, on the CPU.
+
+        Raises ValueError (one sentence) for a file that is not a model written by ``dpdl train``."""
+        from .backbones import build_backbone
+        from .methods import build_method
+        p = Path(path)
+        try:
+            blob = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{p} is not a model.pt written by dpdl train (torch.load failed: "
+                             f"{type(exc).__name__})") from None
+        if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{p} is not a model.pt written by this version of dpdl train "
+                             f"(format {blob.get('format') if isinstance(blob, dict) else None!r}, "
+                             f"expected {MODEL_FORMAT}); retrain it")
+        binfo, prof = blob["backbone"], blob["profile"]
+        c, h, w = blob["feature_shape"]
+        backbone = build_backbone(binfo["name"], binfo["layers"], weights=weights or blob.get("weights"),
+                                  image_size=prof["image_size"], pretrained=blob["backbone_state"] is None,
+                                  map_size=binfo.get("map_size", 0))
+        adapter = Adapter(c, blob["adapter_dim"])
+        method = build_method(blob["method"], adapter.out_channels, (h, w), blob["method_options"])
+        adapter.load_state_dict(blob["adapter"])
+        method.load_state_dict(blob["method_state"])
+        if blob["backbone_state"] is not None:
+            backbone.load_state_dict(blob["backbone_state"])
+            net, extractor = cls(adapter, method, backbone), None
+        else:
+            net, extractor = cls(adapter, method), backbone.freeze()
+        return net.eval(), extractor, blob

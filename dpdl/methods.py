@@ -35,6 +35,7 @@ class MethodMixin:
     trainable = True
     uses_adapter = True
     n_reference = 0
+    multiscale = False          # True: losses/score also take a list of maps, one per input scale (DevNet, DRA)
     protocol: dict = {}
 
     def composition(self, profile, n_seen: int, has_pseudo: bool) -> Composition:

@@ -148,3 +148,30 @@ def test_paper_profile_fields_and_deviations():
 def test_nearest_resize_is_every_other_pixel():
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(F.interpolate(x, size=(4, 4)), x[:, :, ::2, ::2])
+
+
+def test_cublas_workspace_config_is_set_by_the_code():
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    out = subprocess.run([sys.executable, "-c", "import os, dpdl.train; print(os.environ['CUBLAS_WORKSPACE_CONFIG'])"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ":4096:8"
+
+
+def test_gpu_check_dry_run_prints_every_part_and_writes_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    out, summary = tmp_path / "records", tmp_path / "gpu_check.json"
+    p = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), "--dry-run", "--elpv", "yes", "--out",
+                        str(out), "--summary", str(summary)], env={**os.environ, "PYTHON": sys.executable},
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    for part in ("tests", "bench", "brainmri_full", "brainmri_no_dpl_no_dfl", "elpv_full", "elpv_no_dpl_no_dfl"):
+        assert f"would run {part} " in p.stdout, part
+    assert "--no-dpl --no-dfl" in p.stdout and "--profile paper" in p.stdout and "--anomalies 10" in p.stdout
+    assert not out.exists() and not summary.exists()

@@ -57,8 +57,9 @@ class DPDL(MethodMixin, DPDLModel):
         self.init_prototypes(normal, generator=generator)                      # Eq. (15)
 
     def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        keep = y >= 0
-        return super().losses(x[keep], (y[keep] > 0).to(x.dtype))
+        if self.n_reference:   # drop reference rows (y = -1); boolean indexing is a host sync, so only if any
+            x, y = x[y >= 0], y[y >= 0]
+        return super().losses(x, (y > 0).to(x.dtype))
 
 
 def method_config(name: str):

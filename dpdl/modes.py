@@ -10,9 +10,10 @@ config (dpdl.train.method_options).
 """
 from __future__ import annotations
 
+import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -106,6 +107,7 @@ def setup_images(cfg, prof: Profile, backbone_name: str, split, device, progress
     net = Net(adapter, build_method(cfg.method, adapter.out_channels, (h, w), options), backbone,
               scales=prof.scale_sides()[1:], autocast=prof.autocast, channels_last=prof.channels_last).to(device)
     pin = device.type == "cuda"
+    prof = replace(prof, num_workers=min(prof.num_workers, os.cpu_count() or 1))   # no more workers than cores
     comp = net.method.composition(prof, len(split.train_anomaly), prof.pseudo_per_image > 0)
     steps = prof.epochs * prof.iters_per_epoch if mcls.trainable else 0
     normal_u8 = preload_images(split.train_normal, prof.image_size, prof.num_workers)   # decoded once

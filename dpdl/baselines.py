@@ -16,6 +16,9 @@ Written from ../shared/protocol.md and a reading of DRA's public code (Choubo/DR
   Score: -holistic + seen + pseudo + composite (DRA's test, no normalisation). At test DRA draws 5 random
   references per test batch; we fix one draw of 5 training normals per run (``calibrate``), so a score does
   not depend on the batch it is computed in.
+* **Two scales** (DevNet and DRA, ``multiscale = True``): given a list of maps, one per input scale (dpdl.net.Net
+  with the profile's ``scales``; DRA's code: 448 and 224), each head's score is the mean of its scores over the
+  scales, in the losses and in the score; the composite head uses the reference mean of its own scale.
 * **kNN** (an unsupervised floor, PatchCore without its coreset): the memory is the patch features of the
   training normals (random subsample of at most ``memory`` patches, seeded); a test image's score is the
   largest over its patches of the distance to the nearest memory patch. No training; raw backbone maps.
@@ -104,10 +107,27 @@ def _check_maps(x: Tensor, c: int, hw: tuple[int, int]) -> None:
         raise ValueError(f"expected feature maps of shape (B, {c}, {hw[0]}, {hw[1]}), got {tuple(x.shape)}")
 
 
+def _scale_list(x, c: int, hw: tuple[int, int]) -> list[Tensor]:
+    """x: maps (B, C, H, W) or a list of them, one per input scale (the first at feat_hw) -> a list."""
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    _check_maps(xs[0], c, hw)
+    for m in xs[1:]:
+        if m.ndim != 4 or m.shape[:2] != xs[0].shape[:2]:
+            raise ValueError(f"every scale's maps must be (B, {c}, h, w) like the first, got {tuple(m.shape)}")
+    return xs
+
+
+def _mean_over(fn, xs: list[Tensor], rows: Tensor | None = None) -> Tensor:
+    """A head's score averaged over the scales: mean_s fn(xs[s][rows]) -> (B',)."""
+    outs = [fn(m if rows is None else m[rows]) for m in xs]
+    return outs[0] if len(outs) == 1 else torch.stack(outs).mean(dim=0)
+
+
 class DevNet(MethodMixin, nn.Module):
     """DevNet: one top-K MIL head and the deviation loss; batches half normal, half seen anomalies."""
 
     protocol = {}  # DevNet's 50 x 20 schedule is the profile's
+    multiscale = True
 
     def __init__(self, in_channels: int, feat_hw: tuple[int, int], cfg: DevNetConfig | None = None):
         super().__init__()
@@ -120,15 +140,14 @@ class DevNet(MethodMixin, nn.Module):
                                normal_share=0.5)
         return Composition(n, s, p)
 
-    def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        _check_maps(x, self.in_channels, self.feat_hw)
+    def losses(self, x, y: Tensor) -> dict[str, Tensor]:
+        xs = _scale_list(x, self.in_channels, self.feat_hw)
         keep = y >= 0
-        loss = deviation_loss(self.head(x[keep]), (y[keep] > 0).to(x.dtype))
+        loss = deviation_loss(_mean_over(self.head, xs, keep), (y[keep] > 0).to(xs[0].dtype))
         return {"head": loss, "total": loss}
 
-    def score(self, x: Tensor) -> Tensor:
-        _check_maps(x, self.in_channels, self.feat_hw)
-        return self.head(x)
+    def score(self, x) -> Tensor:
+        return _mean_over(self.head, _scale_list(x, self.in_channels, self.feat_hw))
 
 
 class DRA(MethodMixin, nn.Module):
@@ -138,6 +157,7 @@ class DRA(MethodMixin, nn.Module):
     # half of the normal slots become pseudo anomalies (48 -> 16 normal, 16 seen, 16 pseudo).
     protocol = {"optimizer": "adam", "epochs": 30, "grad_clip": 1.0, "lr_step": 10, "lr_gamma": 0.1,
                 "pseudo_slots": "normal"}
+    multiscale = True
 
     def __init__(self, in_channels: int, feat_hw: tuple[int, int], cfg: DRAConfig | None = None):
         super().__init__()
@@ -149,27 +169,45 @@ class DRA(MethodMixin, nn.Module):
         self.composite = CompositeHead(in_channels, self.cfg.topk_ratio)
         self.register_buffer("ref_mean", torch.zeros(in_channels, *self.feat_hw))
 
-    def calibrate(self, normal: Tensor) -> None:
-        """The composite head's reference at test: the mean map of ``normal`` (n_reference, C, H, W)."""
-        _check_maps(normal, self.in_channels, self.feat_hw)
-        self.ref_mean.copy_(normal.float().mean(dim=0))
+    def calibrate(self, normal) -> None:
+        """The composite head's reference at test: the mean map of ``normal`` (n_reference, C, H, W), or of each
+        scale's maps when given a list (the extra scales' references are the buffers ``ref_mean_1``, ...)."""
+        ns = _scale_list(normal, self.in_channels, self.feat_hw)
+        self.ref_mean.copy_(ns[0].float().mean(dim=0))
+        for i, m in enumerate(ns[1:], start=1):
+            self.register_buffer(f"ref_mean_{i}", m.float().mean(dim=0))
 
-    def head_scores(self, x: Tensor, ref_mean: Tensor) -> dict[str, Tensor]:
-        """{"holistic", "seen", "pseudo", "composite"}: each (B,)."""
-        return {"holistic": self.holistic(x), "seen": self.seen(x), "pseudo": self.pseudo(x),
-                "composite": self.composite(x, ref_mean)}
+    def ref_means(self, n: int) -> list[Tensor]:
+        """The test references of ``n`` scales (calibrate first)."""
+        refs = [self.ref_mean] + [getattr(self, f"ref_mean_{i}", None) for i in range(1, n)]
+        if any(r is None for r in refs):
+            raise RuntimeError(f"DRA: calibrate with maps of all {n} scales before scoring")
+        return refs
 
-    def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        _check_maps(x, self.in_channels, self.feat_hw)
-        ref = x[y < 0]
-        x, y = x[y >= 0], y[y >= 0]
-        if len(ref) == 0:
+    def head_scores(self, x, ref_mean) -> dict[str, Tensor]:
+        """{"holistic", "seen", "pseudo", "composite"}: each (B,), averaged over the scales of x (one map or a list;
+        ``ref_mean`` one (C, H, W) reference per scale)."""
+        xs = _scale_list(x, self.in_channels, self.feat_hw)
+        refs = list(ref_mean) if isinstance(ref_mean, (list, tuple)) else [ref_mean]
+        composite = [self.composite(m, r) for m, r in zip(xs, refs)]
+        return {"holistic": _mean_over(self.holistic, xs), "seen": _mean_over(self.seen, xs),
+                "pseudo": _mean_over(self.pseudo, xs),
+                "composite": composite[0] if len(xs) == 1 else torch.stack(composite).mean(dim=0)}
+
+    def losses(self, x, y: Tensor) -> dict[str, Tensor]:
+        xs = _scale_list(x, self.in_channels, self.feat_hw)
+        is_ref, keep = y < 0, y >= 0
+        if not bool(is_ref.any()):
             raise ValueError("DRA's training batch needs reference normal rows (label -1)")
-        anomal = (y != 0).to(x.dtype)
-        terms = {"holistic": deviation_loss(self.holistic(x), (y == 0).to(x.dtype)),
-                 "seen": deviation_loss(self.seen(x[y != 2]), anomal[y != 2]),
-                 "pseudo": deviation_loss(self.pseudo(x[y != 1]), anomal[y != 1]),
-                 "composite": deviation_loss(self.composite(x, ref.mean(dim=0)), anomal)}
+        refs = [m[is_ref].mean(dim=0) for m in xs]
+        xs, y = [m[keep] for m in xs], y[keep]
+        anomal = (y != 0).to(xs[0].dtype)
+        composite = [self.composite(m, r) for m, r in zip(xs, refs)]
+        terms = {"holistic": deviation_loss(_mean_over(self.holistic, xs), (y == 0).to(xs[0].dtype)),
+                 "seen": deviation_loss(_mean_over(self.seen, xs, y != 2), anomal[y != 2]),
+                 "pseudo": deviation_loss(_mean_over(self.pseudo, xs, y != 1), anomal[y != 1]),
+                 "composite": deviation_loss(composite[0] if len(xs) == 1 else torch.stack(composite).mean(dim=0),
+                                             anomal)}
         terms["total"] = sum(terms.values())
         return terms
 
@@ -178,9 +216,14 @@ class DRA(MethodMixin, nn.Module):
         """DRA's test score: -holistic + seen + pseudo + composite (B,)."""
         return -s["holistic"] + s["seen"] + s["pseudo"] + s["composite"]
 
-    def score(self, x: Tensor) -> Tensor:
-        _check_maps(x, self.in_channels, self.feat_hw)
-        return self.combine(self.head_scores(x, self.ref_mean))
+    def score(self, x) -> Tensor:
+        n = len(x) if isinstance(x, (list, tuple)) else 1
+        return self.combine(self.head_scores(x, self.ref_means(n)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix + "ref_mean_")]:  # the extra scales' references
+            self.register_buffer(key[len(prefix):], torch.empty_like(state_dict[key]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class KNN(MethodMixin, nn.Module):

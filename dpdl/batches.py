@@ -144,43 +144,67 @@ class ImageItems(torch.utils.data.Dataset):
 
     Kinds "normal", "reference" (a training normal), "seen" (a seen anomaly), "pseudo" (a CutPaste-like pseudo
     anomaly of a training normal, made from ``pseudo_seed``). ``rotate``: RandomRotation(rotate) degrees on
-    training images (DRA's code: 180), from a generator seeded by the item, so batches are reproducible."""
+    training images (DRA's code: 180), from a generator seeded by the item, so batches are reproducible.
+    ``normal_u8``/``seen_u8``: the images already decoded, uint8 (N, 3, S, S) (:func:`preload_images`); then
+    no file is read per item."""
 
-    def __init__(self, normal, seen, size: int, rotate: float = 0.0):
+    def __init__(self, normal, seen, size: int, rotate: float = 0.0, normal_u8=None, seen_u8=None):
         self.normal, self.seen, self.size, self.rotate = normal, seen, size, float(rotate)
+        self.normal_u8, self.seen_u8 = normal_u8, seen_u8
 
     def __len__(self):
         return len(self.normal) + len(self.seen)
 
+    def _image(self, kind: str, idx: int) -> torch.Tensor:
+        cached = self.seen_u8 if kind == "seen" else self.normal_u8
+        if cached is not None:
+            return cached[idx]
+        from .data import load_image
+        return to_uint8(load_image((self.seen if kind == "seen" else self.normal)[idx], self.size))
+
     def __getitem__(self, spec):
         from .cutmix import cutpaste
-        from .data import load_image
         kind, idx, pseed = spec
-        img = load_image((self.seen if kind == "seen" else self.normal)[idx], self.size)
+        img = self._image(kind, idx)
         if kind == "pseudo":
-            img = cutpaste(img, torch.Generator().manual_seed(pseed))[0]
+            img = to_uint8(cutpaste(img.float().div_(255.0), torch.Generator().manual_seed(pseed))[0])
         if self.rotate:
             img = _rotate(img, self.rotate, pseed)
         y = {"normal": NORMAL, "reference": REFERENCE, "seen": SEEN, "pseudo": PSEUDO}[kind]
-        return img.mul(255.0).round_().to(torch.uint8), y
+        return img, y
+
+
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """Float image in [0, 1] -> uint8 (rounded), same shape."""
+    return img.mul(255.0).round_().to(torch.uint8)
 
 
 def _rotate(img: torch.Tensor, degrees: float, seed: int) -> torch.Tensor:
-    """RandomRotation(degrees) of img (3, S, S): angle uniform in [-degrees, degrees], corners filled with 0."""
+    """RandomRotation(degrees) of img (3, S, S): angle uniform in [-degrees, degrees], nearest pixel (torchvision's
+    default), corners filled with 0; exact on uint8 images."""
     from torchvision.transforms.functional import rotate
     g = torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
     angle = float((torch.rand((), generator=g) * 2 - 1) * degrees)
     return rotate(img, angle)
 
 
+def preload_images(samples, size: int, num_workers: int = 0) -> torch.Tensor:
+    """Every sample decoded and resized once: uint8 (N, 3, S, S) (N = 0 gives (0, 3, S, S))."""
+    if not len(samples):
+        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return torch.cat(list(image_loader(samples, size, batch_size=64, num_workers=num_workers)))
+
+
 class ImageBatches:
     """Batches of images through a DataLoader (``num_workers``, pinned memory on CUDA) -> (uint8 x, y).
+    ``normal_u8``/``seen_u8``: the images preloaded (:func:`preload_images`), read instead of the files.
 
     ``normal``/``seen``: the split's sample lists; pseudo anomalies are made from training normals with a seed per
     (step, slot), so a run's batches depend only on its seed. Iterate it: ``for x, y in ImageBatches(...)``."""
 
     def __init__(self, normal, seen, comp: Composition, steps: int, size: int, seed: int, num_workers: int = 0,
-                 pin_memory: bool = False, rotate: float = 0.0, batch_size: int | None = None):
+                 pin_memory: bool = False, rotate: float = 0.0, batch_size: int | None = None, normal_u8=None,
+                 seen_u8=None):
         from .cutmix import variant_seed
         streams = _Streams(comp, len(normal), len(seen), len(normal), seed)
         bsz = batch_size or (comp.normal + comp.seen + comp.pseudo)
@@ -194,7 +218,8 @@ class ImageBatches:
             b += [("pseudo", int(i), variant_seed(normal[int(i)].key, step * bsz + j, int(seed)))
                   for j, i in enumerate(pseudo)]
             specs.append(b)
-        self.loader = torch.utils.data.DataLoader(ImageItems(normal, seen, size, rotate), batch_sampler=specs,
+        items = ImageItems(normal, seen, size, rotate, normal_u8, seen_u8)
+        self.loader = torch.utils.data.DataLoader(items, batch_sampler=specs,
                                                   num_workers=num_workers, pin_memory=pin_memory,
                                                   persistent_workers=False)
 
@@ -216,7 +241,7 @@ class ImageList(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         from .data import load_image
-        return load_image(self.samples[i], self.size).mul(255.0).round_().to(torch.uint8)
+        return to_uint8(load_image(self.samples[i], self.size))
 
 
 def image_loader(samples, size: int, batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False):

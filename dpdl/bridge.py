@@ -197,8 +197,9 @@ def sample_sde(x0: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: fl
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     dt = 1.0 / n_steps
     x = x0
+    gdev = x.device if generator is None else generator.device   # a CPU generator may drive CUDA tensors
     for k in range(n_steps):
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=gdev).to(x.device)
         x = x + drift(x, k * dt, log_alpha, mu, sigma, eps) * dt + math.sqrt(eps * dt) * noise
     return x
 
@@ -211,8 +212,9 @@ def sample_plan(x: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: fl
     x (B, D) → y (B, D) [and the component indices (B,) when ``return_component``].
     """
     w = plan_weights(x.detach(), log_alpha.detach(), mu.detach(), sigma.detach(), eps)
-    c = torch.multinomial(w.to(torch.float64), 1, generator=generator).squeeze(1)
-    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    gdev = x.device if generator is None else generator.device   # a CPU generator may drive CUDA tensors
+    c = torch.multinomial(w.to(torch.float64).to(gdev), 1, generator=generator).squeeze(1).to(x.device)
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=gdev).to(x.device)
     y = mu[c] + sigma[c] * x + torch.sqrt(eps * sigma[c]) * z
     return (y, c) if return_component else y
 

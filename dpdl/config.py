@@ -40,17 +40,30 @@ class Profile:
     lr_gamma: float = 0.1
     rotate: float = 0.0         # image mode: RandomRotation(rotate) of training images (DRA's code: 180)
     method_protocol: bool = False  # baselines train under their own published protocol (dpdl.methods: protocol)
+    scales: str = ""            # image mode: extra input sides joined by "+" ("224"): a multi-scale method's (DevNet,
+    #                             DRA) head scores averaged over image_size and these (DRA's code); DPDL: one scale
+    autocast: str = "none"      # "bf16": the backbone's forward under bf16 autocast on CUDA (the method in float32)
+    channels_last: bool = False  # the backbone and its input images in channels_last memory format (CUDA speed)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def deviations(self) -> list[str]:
-        """Plain-language list of where this profile departs from the paper's Sec. 5.3 (and DRA's protocol)."""
+    def scale_sides(self) -> tuple[int, ...]:
+        """(image_size, *extra scales): the input sides a multi-scale method sees (image mode)."""
+        extra = [p.strip() for p in str(self.scales).split("+") if p.strip()]
+        if not all(p.isdigit() and int(p) >= 32 for p in extra):
+            raise ValueError(f"profile field scales must be input sides >= 32 joined by '+', got {self.scales!r}")
+        return (self.image_size, *(int(p) for p in extra if int(p) != self.image_size))
+
+    def deviations(self, backbone: str | None = None) -> list[str]:
+        """Plain-language list of where this profile departs from the paper's Sec. 5.3 and from DRA's protocol
+        (../shared/protocol.md), including the choices where the paper is silent; ``backbone``: the run's."""
         out: list[str] = []
+        backbone = backbone or self.backbone
         if self.image_size != 448:
             out.append(f"input {self.image_size}x{self.image_size} instead of 448x448")
-        if self.backbone != "resnet18":
-            out.append(f"default backbone {self.backbone} (ImageNet) instead of ResNet-18")
+        if backbone != "resnet18":
+            out.append(f"backbone {backbone} (ImageNet) instead of ResNet-18")
         if not self.finetune_backbone:
             out.append("backbone frozen (ImageNet weights), not fine-tuned end to end")
         if self.feature_cache:
@@ -81,6 +94,36 @@ class Profile:
             out.append(f"optimiser {self.optimizer} instead of AdamW")
         if self.lr_step:
             out.append(f"StepLR: lr x {self.lr_gamma:g} every {self.lr_step} epochs (the paper states no schedule)")
+        out += self._silent_choices()
+        return out
+
+    def _silent_choices(self) -> list[str]:
+        """Where the paper is silent and this profile picks one reading (differences from DRA's code included)."""
+        out = [f"L_binary of Eqs. (20)-(22): {'DevNet deviation loss' if self.head_loss == 'deviation' else 'BCE'}"
+               " (the paper names no loss)"]
+        if not (self.lr_step or self.grad_clip):
+            out.append("no learning-rate schedule and no gradient clipping for DPDL (the paper states neither; "
+                       "DRA's code: StepLR(10, 0.1), clip 1.0)")
+        out.append("pseudo anomalies CutPaste-like, as DRA's code makes them (the paper says CutMix)")
+        if self.pseudo_slots == "anomaly":
+            from .batches import batch_counts
+            n, s, p = batch_counts(self.batch_size, 10, self.pseudo_share, True)
+            out.append(f"pseudo anomalies take {self.pseudo_share:g} of the anomaly third of a batch ({n} normal, "
+                       f"{s} seen, {p} pseudo); DRA's code turns half of the normal slots into pseudo anomalies")
+        if not self.feature_cache:
+            if self.rotate != 180:
+                out.append(f"training images rotated by up to {self.rotate:g} degrees; DRA's code: RandomRotation(180)")
+            sides = self.scale_sides()
+            out.append("DPDL scored at one input scale (the paper: 448x448; its prototypes have one dimension "
+                       "D = C*H*W); " + ("DevNet and DRA average each head's score over inputs "
+                                         + " and ".join(map(str, sides)) if len(sides) > 1 else
+                                         "DevNet and DRA at one scale too, DRA's code averages 448 and 224"))
+            if self.autocast == "bf16":
+                out.append("backbone forward in bf16 autocast on CUDA (the method's terms in float32); the paper "
+                           "states no precision")
+        if self.method_protocol:
+            out.append("baselines trained under their own code's protocol (DRA: Adam, StepLR(10, 0.1), clip 1.0, "
+                       "30 epochs, 16/16/16 batches), DPDL under the paper's")
         return out
 
 
@@ -99,9 +142,13 @@ def recorded_value(settings: dict, name: str):
 
 
 PROFILES: dict[str, Profile] = {
+    # paper: StepLR and gradient clipping are off for DPDL (the paper states neither; a schedule would be ours);
+    # DRA trains with its code's StepLR(10, 0.1) and clip 1.0 through method_protocol (dpdl.baselines.DRA.protocol).
+    # rotate, scales: DRA's code; autocast/channels_last: GPU speed; 12 loader workers for a 16-core GPU machine.
     "paper": Profile(name="paper", image_size=448, backbone="resnet18", finetune_backbone=True,
                      feature_cache=False, epochs=50, iters_per_epoch=20, batch_size=48,
-                     feature_layers="last", num_workers=4, method_protocol=True),
+                     feature_layers="last", num_workers=12, method_protocol=True, rotate=180.0, scales="224",
+                     autocast="bf16", channels_last=True),
     # cpu: tuned on ELPV general M=10 seed 0 (benchmarks/bench_elpv_cpu.py): EfficientNet-Lite0 beat MobileNetV2,
     # the paper's lr 2e-4 over-fitted the frozen features after ~4 epochs (1e-4 for 12 epochs held up), and
     # 14x14 maps cost 4x the step time of 7x7 for no gain. head_loss "deviation" and feature_aug "d4": the best mean

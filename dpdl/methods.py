@@ -35,6 +35,7 @@ class MethodMixin:
     trainable = True
     uses_adapter = True
     n_reference = 0
+    multiscale = False          # True: losses/score also take a list of maps, one per input scale (DevNet, DRA)
     protocol: dict = {}
 
     def composition(self, profile, n_seen: int, has_pseudo: bool) -> Composition:
@@ -56,8 +57,9 @@ class DPDL(MethodMixin, DPDLModel):
         self.init_prototypes(normal, generator=generator)                      # Eq. (15)
 
     def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        keep = y >= 0
-        return super().losses(x[keep], (y[keep] > 0).to(x.dtype))
+        if self.n_reference:   # drop reference rows (y = -1); boolean indexing is a host sync, so only if any
+            x, y = x[y >= 0], y[y >= 0]
+        return super().losses(x, (y > 0).to(x.dtype))
 
 
 def method_config(name: str):

@@ -138,8 +138,11 @@ class DPDLModel(nn.Module):
         return la, mu, sigma
 
     def _require_init(self):
+        if getattr(self, "_init_seen", False):   # checked once: reading the CUDA buffer is a host sync
+            return
         if not bool(self.prototypes.initialised):
             raise RuntimeError("DPDLModel: call init_prototypes(normal_feats) before losses/score")
+        self._init_seen = True
 
     def _check_x(self, x: Tensor):
         if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.feat_hw:

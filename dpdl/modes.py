@@ -10,15 +10,16 @@ config (dpdl.train.method_options).
 """
 from __future__ import annotations
 
+import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from .backbones import build_backbone, check_backbone, feature_shape
-from .batches import FeatureBatches, ImageBatches, image_loader
+from .batches import FeatureBatches, ImageBatches, image_loader, preload_images
 from .config import Profile, get_profile
 from .features import FeatureCache, Item
 from .methods import build_method, method_class
@@ -33,13 +34,16 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def embed_all(net: Net, inputs, device: torch.device, chunk: int = 256) -> torch.Tensor:
-    """The method inputs (N, C, H, W) of maps (a tensor) or images (a DataLoader of uint8 batches), eval mode."""
+    """The method inputs (N, C, H, W) of maps (a tensor) or images (a DataLoader of uint8 batches), eval mode; a
+    list of them, one per scale, when the net embeds at several scales (dpdl.net.Net.scales)."""
     was = net.training
     net.eval()
     parts = inputs.split(chunk) if isinstance(inputs, torch.Tensor) else inputs
-    out = torch.cat([net.embed(x.to(device, non_blocking=True)) for x in parts])
+    out = [net.embed(x.to(device, non_blocking=True)) for x in parts]
     net.train(was)
-    return out
+    if out and isinstance(out[0], list):
+        return [torch.cat([o[i] for o in out]) for i in range(len(out[0]))]
+    return torch.cat(out)
 
 
 def evaluate(net: Net, inputs, device: torch.device) -> np.ndarray:
@@ -55,8 +59,8 @@ class Setup:
 
     net: Net
     batches: object                 # FeatureBatches or ImageBatches
-    normal_inputs: object           # training normals (maps tensor or image DataLoader): method.init
-    reference_inputs: object        # n_reference training normals (maps or loader) or None: method.calibrate
+    normal_inputs: object           # training normals (maps, or uint8 images (N, 3, S, S)): method.init
+    reference_inputs: object        # n_reference training normals (maps or uint8 images) or None: calibrate
     test_inputs: object             # test maps or image DataLoader
     composition: object
     extra: dict = field(default_factory=dict)
@@ -100,18 +104,19 @@ def setup_images(cfg, prof: Profile, backbone_name: str, split, device, progress
     mcls = method_class(cfg.method)
     c, h, w = feature_shape(backbone_name, prof.feature_layers, prof.image_size, prof.map_size)
     adapter = Adapter(c, prof.adapter_dim if mcls.uses_adapter else 0)
-    net = Net(adapter, build_method(cfg.method, adapter.out_channels, (h, w), options),
-              backbone).to(device)
+    net = Net(adapter, build_method(cfg.method, adapter.out_channels, (h, w), options), backbone,
+              scales=prof.scale_sides()[1:], autocast=prof.autocast, channels_last=prof.channels_last).to(device)
     pin = device.type == "cuda"
+    prof = replace(prof, num_workers=min(prof.num_workers, os.cpu_count() or 1))   # no more workers than cores
     comp = net.method.composition(prof, len(split.train_anomaly), prof.pseudo_per_image > 0)
     steps = prof.epochs * prof.iters_per_epoch if mcls.trainable else 0
+    normal_u8 = preload_images(split.train_normal, prof.image_size, prof.num_workers)   # decoded once
+    seen_u8 = preload_images(split.train_anomaly, prof.image_size, prof.num_workers)
     batches = ImageBatches(split.train_normal, split.train_anomaly, comp, steps, prof.image_size, cfg.seed,
-                           prof.num_workers, pin, rotate=prof.rotate)
+                           prof.num_workers, pin, rotate=prof.rotate, normal_u8=normal_u8, seen_u8=seen_u8)
     load = dict(size=prof.image_size, num_workers=prof.num_workers, pin_memory=pin)
-    ref = ([split.train_normal[i] for i in _reference_rows(len(split.train_normal), comp.reference, cfg.seed)]
-           if comp.reference else None)
-    return Setup(net, batches, image_loader(split.train_normal, **load),
-                 image_loader(ref, **load) if ref else None,
+    ref = _reference_rows(len(split.train_normal), comp.reference, cfg.seed) if comp.reference else None
+    return Setup(net, batches, normal_u8, normal_u8[ref] if ref else None,
                  image_loader(split.test_normal + split.test_anomaly, **load), comp,
                  {"backbone_info": backbone.describe()})
 

@@ -1,7 +1,11 @@
 """What is trained and saved: backbone (fine-tuned, inside; or frozen, outside) -> adapter -> a method's module.
 
-``Net(adapter, method, backbone=None)``: ``embed(x)`` maps images (uint8 or float in [0, 1], (B, 3, S, S)) or
-cached maps (B, Cin, H, W) to the method's input (B, C, H, W); ``score(x)`` gives anomaly scores (N,).
+``Net(adapter, method, backbone=None, scales=(), autocast="none", channels_last=False)``: ``embed(x)`` maps images
+(uint8 or float in [0, 1], (B, 3, S, S)) or cached maps (B, Cin, H, W) to the method's input (B, C, H, W); for a
+multi-scale method (``method.multiscale``: DevNet, DRA) with extra ``scales`` (input sides, DRA's code: 224) it is a
+list of such maps, one per scale, the images resized by ``F.interpolate`` (nearest, its default, as DRA's code does).
+``autocast="bf16"`` runs the backbone under bf16 autocast on CUDA (the adapter and the method in float32);
+``channels_last`` keeps the backbone and its input in that memory format. ``score(x)`` gives anomaly scores (N,).
 ``Net.save(path, meta)`` / ``Net.load(path)`` write and rebuild it (``model.pt``, read by ``dpdl score``).
 """
 from __future__ import annotations
@@ -10,6 +14,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MODEL_FORMAT = 2
@@ -57,15 +62,36 @@ def as_float_images(x: torch.Tensor) -> torch.Tensor:
 class Net(nn.Module):
     """Backbone (optional, fine-tuned) -> adapter -> method. The method (dpdl.methods) has ``losses``/``score``."""
 
-    def __init__(self, adapter: Adapter, method: nn.Module, backbone: nn.Module | None = None):
+    def __init__(self, adapter: Adapter, method: nn.Module, backbone: nn.Module | None = None,
+                 scales: tuple[int, ...] = (), autocast: str = "none", channels_last: bool = False):
         super().__init__()
+        if autocast not in ("none", "bf16"):
+            raise ValueError(f"autocast must be 'none' or 'bf16', got {autocast!r}")
         self.adapter, self.method, self.backbone = adapter, method, backbone
+        multi = backbone is not None and getattr(method, "multiscale", False)
+        self.scales = tuple(int(s) for s in scales) if multi else ()
+        self.autocast, self.channels_last = autocast, bool(channels_last and backbone is not None)
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (when the backbone is inside) or cached maps -> the method's input x (B, C, H, W)."""
-        if self.backbone is not None:
-            x = self.backbone(as_float_images(x))
-        return self.adapter(x.float())
+    def _maps(self, img: torch.Tensor) -> torch.Tensor:
+        """Float images (B, 3, s, s) -> adapter output (B, C, h, w), float32."""
+        if self.channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(img.device.type, dtype=torch.bfloat16,
+                            enabled=self.autocast == "bf16" and img.device.type == "cuda"):
+            maps = self.backbone(img)
+        return self.adapter(maps.float())
+
+    def embed(self, x: torch.Tensor):
+        """Images (when the backbone is inside) or cached maps -> the method's input x (B, C, H, W); a list of
+        them, one per scale (the first at the input's own size), when the net has extra ``scales``."""
+        if self.backbone is None:
+            return self.adapter(x.float())
+        img = as_float_images(x)
+        if not self.scales:
+            return self._maps(img)
+        return [self._maps(img)] + [self._maps(F.interpolate(img, size=(s, s))) for s in self.scales]
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         """The method's named loss terms (with "total") on a batch of images/maps x and labels y (B,)."""
@@ -77,8 +103,9 @@ class Net(nn.Module):
         was = self.training
         self.eval()
         dev = next(iter(self.state_dict().values())).device   # kNN has buffers only
-        out = [self.method.score(self.embed(x[s:s + chunk].to(dev, non_blocking=True))).float().cpu()
+        out = [self.method.score(self.embed(x[s:s + chunk].to(dev, non_blocking=True))).float()
                for s in range(0, len(x), chunk)]
+        out = [o.cpu() for o in out]
         self.train(was)
         return torch.cat(out) if out else torch.empty(0)
 
@@ -87,8 +114,10 @@ class Net(nn.Module):
         """Write ``model.pt`` atomically: the states plus ``meta`` (method name and options, shapes, profile...).
 
         ``meta`` must hold ``method``, ``method_options``, ``feature_shape`` (Cin, H, W of the adapter's input),
-        ``adapter_dim``, ``backbone`` (describe() of the extractor) and ``profile`` (its fields)."""
-        blob = {"format": MODEL_FORMAT, **meta, "adapter": self.adapter.state_dict(),
+        ``adapter_dim``, ``backbone`` (describe() of the extractor) and ``profile`` (its fields); the net's scales,
+        autocast and memory format are added."""
+        blob = {"format": MODEL_FORMAT, **meta, "scales": list(self.scales), "autocast": self.autocast,
+                "channels_last": self.channels_last, "adapter": self.adapter.state_dict(),
                 "method_state": self.method.state_dict(),
                 "backbone_state": self.backbone.state_dict() if self.backbone is not None else None}
         path = Path(path)
@@ -125,7 +154,9 @@ class Net(nn.Module):
         method.load_state_dict(blob["method_state"])
         if blob["backbone_state"] is not None:
             backbone.load_state_dict(blob["backbone_state"])
-            net, extractor = cls(adapter, method, backbone), None
+            net = cls(adapter, method, backbone, scales=tuple(blob.get("scales", ())),
+                      autocast=blob.get("autocast", "none"), channels_last=blob.get("channels_last", False))
+            extractor = None
         else:
             net, extractor = cls(adapter, method), backbone.freeze()
         return net.eval(), extractor, blob

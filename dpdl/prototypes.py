@@ -56,6 +56,7 @@ def vq_codebook(feats: Tensor, C: int, iters: int = 50, generator: torch.Generat
     if C < 1:
         raise ValueError(f"C must be >= 1, got {C}")
     x = feats.detach().to(torch.float32)
+    gdev = x.device if generator is None else generator.device   # draws on the generator's device (CUDA maps)
     N = x.shape[0]
     if N == 0:
         raise ValueError("vq_codebook needs at least one feature vector")
@@ -65,28 +66,29 @@ def vq_codebook(feats: Tensor, C: int, iters: int = 50, generator: torch.Generat
         reps = math.ceil(C / N)
         scale = 1e-3 * (x.std() if N > 1 else x.abs().mean()).clamp_min(1e-6)
         extra = x.repeat(reps - 1, 1)
-        extra = extra + scale * torch.randn(extra.shape, generator=generator, dtype=x.dtype)
+        extra = extra + scale * torch.randn(extra.shape, generator=generator, dtype=x.dtype, device=gdev).to(x.device)
         x = torch.cat([x, extra], 0)
         N = x.shape[0]
     # k-means++ seeding
-    idx = [int(torch.randint(N, (1,), generator=generator))]
+    idx = [int(torch.randint(N, (1,), generator=generator, device=gdev))]
     d2 = _sq_dists(x, x[idx[0]:idx[0] + 1]).squeeze(1)
     for _ in range(1, C):
         p = d2.to(torch.float64)
         if float(p.sum()) <= 0:
             p = torch.ones_like(p)
-        j = int(torch.multinomial(p / p.sum(), 1, generator=generator))
+        j = int(torch.multinomial((p / p.sum()).to(gdev), 1, generator=generator))
         idx.append(j)
         d2 = torch.minimum(d2, _sq_dists(x, x[j:j + 1]).squeeze(1))
     centers = x[idx].clone()
     losses: list[float] = []
-    assign = torch.zeros(N, dtype=torch.long)
+    assign = torch.zeros(N, dtype=torch.long, device=x.device)
     for _ in range(max(1, iters)):
         d = _sq_dists(x, centers)
         mind, assign = d.min(1)
         losses.append(float(mind.mean()))
         counts = torch.bincount(assign, minlength=C)
-        new = torch.zeros_like(centers).index_add_(0, assign, x)
+        new = (torch.zeros_like(centers).index_add_(0, assign, x) if not x.is_cuda   # CUDA's index_add_ is not
+               else torch.nn.functional.one_hot(assign, C).to(x.dtype).T @ x)      # deterministic: a matmul
         nonempty = counts > 0
         new[nonempty] /= counts[nonempty, None].to(x.dtype)
         for c in torch.nonzero(~nonempty).flatten().tolist():  # re-seed empty clusters

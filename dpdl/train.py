@@ -29,6 +29,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+# Deterministic cuBLAS (torch.use_deterministic_algorithms on CUDA needs it): set here, before any CUDA work.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 from .backbones import check_backbone, feature_shape, parse_layers, weights_path
 from .config import Profile, get_profile
 from .methods import METHODS, check_options, method_class
@@ -212,6 +215,11 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
                 finished = False
             if finished:
                 raise ValueError(f"{p} already holds a finished run; choose another --out or pass --overwrite")
+    if profile.autocast not in ("none", "bf16"):
+        raise ValueError(f"profile field autocast must be 'none' or 'bf16', got {profile.autocast!r}")
+    profile.scale_sides()  # a bad scales field is one sentence
+    if profile.scales and profile.feature_cache:
+        raise ValueError("profile field scales applies to image mode only (a profile without feature_cache)")
     if profile.optimizer not in ("adamw", "adam"):
         raise ValueError(f"profile field optimizer must be 'adamw' or 'adam', got {profile.optimizer!r}")
     method_options(cfg, profile)
@@ -303,7 +311,7 @@ def fit(net: Net, batches, profile: Profile, device: torch.device, progress: boo
 
 def _base_record(cfg: RunConfig, profile: Profile, backbone: str, run_id: str) -> dict:
     return {"schema": SCHEMA_VERSION, "status": "running", "error": None, "run_id": run_id,
-            "profile": profile.name, "profile_settings": profile.to_dict(), "deviations": profile.deviations(),
+            "profile": profile.name, "profile_settings": profile.to_dict(), "deviations": profile.deviations(backbone),
             "config": cfg.to_dict(), "method": cfg.method, "dataset": cfg.dataset, "setting": cfg.setting,
             "known_class": cfg.known_class, "anomalies": int(cfg.anomalies), "seed": int(cfg.seed),
             "backbone": backbone, "variant": variant_tag(cfg), "metrics": {"auc": None, "ap": None},
@@ -318,7 +326,9 @@ def _train_and_test(cfg: RunConfig, prof: Profile, backbone: str, split, device,
                                                                       method_options(cfg, prof))
     net = setup.net
     seed = int(cfg.seed)
-    net.method.init(embed_all(net, setup.normal_inputs, device), generator=torch.Generator().manual_seed(seed))
+    from .methods import MethodMixin
+    if type(net.method).init is not MethodMixin.init:   # DPDL's prototypes, kNN's memory; no pass for the others
+        net.method.init(embed_all(net, setup.normal_inputs, device), generator=torch.Generator().manual_seed(seed))
     timings["features_s"] = time.perf_counter() - t0
     train = None
     if net.method.trainable:

@@ -134,7 +134,11 @@ def test_cli_train_and_score(tmp_path, capsys, synthetic_root):
 def test_missing_resnet_weights_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv("DPDL_RESNET18_WEIGHTS", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(FileNotFoundError, match="ResNet-18 ImageNet weights not found"):
+
+    def offline(*a, **k):
+        raise OSError("no network")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(FileNotFoundError, match="ResNet-18 ImageNet weights are not on this machine.*checkpoints/"):
         run(RunConfig("synthetic", profile="smoke", backbone="resnet18", out=str(tmp_path / "o")), progress=False)
     assert not (tmp_path / "o").exists()
 

@@ -1,7 +1,7 @@
 """The paper's numbers, as DataFrames, and the names that link them to our datasets.
 
 Tables 1–4 come from ``../shared/paper_tables`` (:func:`dpdl.paths.paper_tables_dir`); Tables 5 and 6
-(supplementary) were transcribed by this project into ``results/paper/`` (see ``results/paper/transcribe.py``).
+(supplementary) were transcribed by this project into ``results/paper/`` (by ``tools/transcribe_paper_tables.py``).
 Only the ``DPDL`` rows were measured by DPDL's authors; every other method's numbers were copied by the paper
 from DRA and AHL ("reported").
 """

@@ -216,3 +216,11 @@ def test_publish_commits_the_site_to_gh_pages(tmp_path, monkeypatch):
     assert sorted(files) == [".nojekyll", "_static/dpdl.css", "index.html"]
     assert commit and subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=repo, capture_output=True,
                                          text=True).stdout.strip() == "main"   # the work tree is left alone
+
+
+def test_deviations_page_types_no_number_by_hand():
+    import re
+
+    text = (REPO_ROOT / "book" / "deviations.md").read_text(encoding="utf-8")
+    assert not re.findall(r"\b0\.\d{3}\b", text), "an AUC typed by hand: link the generated table instead"
+    assert "Which data chose each choice" in text

@@ -9,7 +9,7 @@ import pandas as pd
 from ..study.analysis import default_results_dir, load_runs
 from . import render
 from .pages import _display, _md
-from .records import choice_table, performance_tables, provenance_table
+from .records import choice_table, diagnostic_table, performance_tables, provenance_table
 from .render import collapsed, styled
 
 
@@ -77,6 +77,12 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
         fig.tight_layout()
         plt.show()
     show_choices(results)
+    diag = diagnostic_table(results)
+    _display(_md("## Diagnostic: fine-tuning the last backbone stage\n\nThe last stage (blocks 11–15) of the "
+                 "backbone fine-tuned on top of the cached mid maps, all else as in the `cpu` profile, paired with "
+                 "frozen runs of the same seeds, on ELPV test cells (`python benchmarks/bench_elpv_finetune.py`)."))
+    _display(styled(diag, {"AUC mean": "{:.3f}", "step (ms)": "{:.0f}"}) if len(diag) else _md(render.not_run_line(
+        "the fine-tuning diagnostic", "python benchmarks/bench_elpv_finetune.py --cells general:1 --seeds 0,1,2")))
     _display(_md("## Benchmarks (feature cache, step times)"))
     if not perf["benchmarks"]:
         _display(_md(render.not_run_line("benchmarks", "python benchmarks/<script>.py (see benchmarks/)")))

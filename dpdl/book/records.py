@@ -107,7 +107,7 @@ def performance_tables(results=None, profile: str = "cpu", records=None) -> dict
     root = default_results_dir(results)
     bench = []
     for path in sorted((root / "benchmarks").glob("*.json")):
-        if path.name.startswith(CHOICE_PREFIX):   # shown by choice_table
+        if path.name.startswith((CHOICE_PREFIX, DIAGNOSTIC_PREFIX)):   # shown by choice_table, diagnostic_table
             continue
         try:
             bench.append((path.name, json.loads(path.read_text(encoding="utf-8"))))
@@ -144,4 +144,29 @@ def choice_table(results: str | os.PathLike | None = None):
                          "profile fields": ", ".join(f"{k}={v}" for k, v in sorted(over.items())), "cell": cell,
                          "AUC mean": mean, "AUC sd": sd, "runs": n, "paper DPDL": paper,
                          "best baseline": base, "file": path.name, "code": data.get("code_version")})
+    return pd.DataFrame(rows)
+
+
+DIAGNOSTIC_PREFIX = "elpv_cpu_finetune_"
+
+
+def diagnostic_table(results=None) -> pd.DataFrame:
+    """The fine-tuning diagnostic (``benchmarks/bench_elpv_finetune.py``): per file, cell and arm (frozen or
+    fine-tuned last stage) the mean AUC, the runs, the mean step time (ms) and the command. Empty without files."""
+    rows = []
+    for path in sorted((default_results_dir(results) / "benchmarks").glob(f"{DIAGNOSTIC_PREFIX}*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            runs = pd.DataFrame(data.get("rows", []))
+            for cell, arms in data["cells"].items():
+                for arm, st in arms.items():
+                    tuned = arm == "finetuned"
+                    sel = runs[runs["finetune_last_stage"] == tuned] if "finetune_last_stage" in runs else runs
+                    rows.append({"cell": cell, "arm": "fine-tuned last stage" if tuned else "frozen (profile)",
+                                 "AUC mean": st["mean"], "runs": st["n"],
+                                 "step (ms)": float(sel["step_ms"].mean()) if "step_ms" in sel else float("nan"),
+                                 "command": data.get("command", ""), "file": path.name})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            rows.append({"cell": "", "arm": "", "file": path.name,
+                         "command": "not a diagnostic file (expected the JSON bench_elpv_finetune.py writes)"})
     return pd.DataFrame(rows)

@@ -33,7 +33,7 @@ from .plan import load_study
 TABLE_FILES = {
     "table1": "table1_general.csv", "table2": "table2_hard.csv", "table3": "table3_heads.csv",
     "table4": "table4_datasets.csv", "table5": "table5_mvtec.csv", "table6": "table6_hard_per_class.csv",
-    "fig2": "fig2_ablation.csv", "fig3": "fig3_sensitivity.csv",
+    "fig2": "fig2_ablation.csv", "fig3": "fig3_sensitivity.csv", "claims": "claims.csv",
 }
 HEADS_ORDER = ("r", "n,r", "a,r", "n,a,r")
 SWEEP_PARAMS = {"prototypes": "C", "eps": "ε", "kappa": "κ", "lam": "λ"}
@@ -409,8 +409,10 @@ def build_all(profile: str, results_dir=None, data_root=None) -> dict[str, pd.Da
 
 
 def write_tables(profile: str, results_dir=None, data_root=None, *, figures: bool = True) -> list[Path]:
-    """Write ``<results_dir>/tables/<profile>/*.csv`` (and, with ``figures``, ``figures/<profile>/*.png``);
-    returns the paths."""
+    """Write ``<results_dir>/tables/<profile>/*.csv`` (the tables and the claims checklist ``claims.csv``) and,
+    with ``figures``, ``figures/<profile>/*.png``; returns the paths."""
+    from .claims import checklist
+
     out = default_results_dir(results_dir) / "tables" / profile
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -420,6 +422,7 @@ def write_tables(profile: str, results_dir=None, data_root=None, *, figures: boo
         matplotlib.use("Agg")
         from .figures import write_figures
         paths += write_figures(profile, results_dir, data)
+    data["claims"] = checklist(profile, results_dir, data)
     for name, df in data.items():
         p = out / TABLE_FILES[name]
         tmp = p.with_suffix(".csv.tmp")

@@ -224,3 +224,16 @@ def test_deviations_page_types_no_number_by_hand():
     text = (REPO_ROOT / "book" / "deviations.md").read_text(encoding="utf-8")
     assert not re.findall(r"\b0\.\d{3}\b", text), "an AUC typed by hand: link the generated table instead"
     assert "Which data chose each choice" in text
+
+
+def test_main_view_of_a_dataset_the_paper_lacks():
+    import pandas as pd
+
+    df = pd.DataFrame({"dataset": ["synthetic", "ELPV"], "key": ["synthetic", "elpv"], "M": [10, 10], "n": [2, 2],
+                       "ours_mean": [0.7, 0.8], "ours_std": [0.1, 0.1], "ci_lo": [0.6, 0.7], "ci_hi": [0.8, 0.9],
+                       "paper_mean": [float("nan"), 0.937], "diff": [float("nan"), -0.137],
+                       "status": ["measured"] * 2, "AHL (reported)": [float("nan"), 0.85],
+                       "DRA (reported)": [float("nan"), 0.79]})
+    view = pages.main_view(df)
+    assert list(view["best reported baseline"]) == ["", "AHL 0.850"]
+    assert list(view["verdict"]) == ["not testable here", "not reproduced"]

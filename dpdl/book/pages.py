@@ -88,10 +88,10 @@ def main_view(df: pd.DataFrame, extra=()) -> pd.DataFrame:
         out["rank"] = d["rank"]
     reported = [c for c in d.columns if c.endswith("(reported)")]
     if reported:
-        best = d[reported].astype(float).idxmax(axis=1, skipna=True) if len(d) else []
+        rep = d[reported].astype(float)
+        best = [rep.loc[i].idxmax() if rep.loc[i].notna().any() else None for i in d.index]
         out["best reported baseline"] = [
-            f"{c.replace(' (reported)', '')} {d.loc[i, c]:.3f}" if isinstance(c, str) else ""
-            for i, c in zip(d.index, best)]
+            f"{c.replace(' (reported)', '')} {d.loc[i, c]:.3f}" if c else "" for i, c in zip(d.index, best)]
     return out.reset_index(drop=True)
 
 

@@ -7,6 +7,9 @@ profile once, in the banner ``dpdl book build`` puts on top of it.
 """
 from __future__ import annotations
 
+import html
+import re
+
 import pandas as pd
 
 from ..study import analysis, claims, tables
@@ -44,8 +47,12 @@ def _pm(r) -> str:
 def checklist_view(check: pd.DataFrame, links: bool = True) -> pd.DataFrame:
     """The checklist as a page shows it (the claim's page as a link)."""
     view = check.copy()
-    view["page"] = [f'<a href="{claims.PAGES[t]}.html">{t}</a>' if links else t for t in view["table"]]
-    return view[CHECK_COLS]
+    view["page"] = [f'<a href="{claims.PAGES[t]}.html">{t}</a>' for t in view["table"]]
+    view["why"] = [re.sub(r"`([^`]+)`", lambda m: f"<code>{html.escape(m.group(1))}</code>", html.escape(w, quote=False)
+                          .replace("&#x27;", "'")) for w in view["why"].fillna("")]
+    cols = [c for c in CHECK_COLS if (c != "page" or links)
+            and (c in ("claim", "verdict") or view[c].fillna("").astype(str).str.strip().ne("").any())]
+    return view[cols]
 
 
 def show_checklist(check: pd.DataFrame, links: bool = True) -> None:

@@ -113,9 +113,9 @@ def _baselines_line(df: pd.DataFrame, profile: str, group: str) -> None:
     missing = [analysis.METHOD_LABELS[m] for m in tables.BASELINES_RUN
                if f"{analysis.METHOD_LABELS[m]} (ours)" not in df or df[f"{analysis.METHOD_LABELS[m]} (ours)"].isna().all()]
     if missing:
-        _display(_md(render.not_run_line(f"{', '.join(missing)} in the {profile} profile",
-                                         claims.run_command(profile, group))
-                     + " (once the study plans the baselines; the numbers above marked *reported* are the paper's)."))
+        _display(_md(f"*{', '.join(missing)} in the {profile} profile: not run here.* "
+                     f"`{claims.run_command(profile, group)}` runs them beside DPDL on the same splits and seeds "
+                     "([Baselines](../baselines.md)); the numbers marked *reported* are the paper's."))
 
 
 def show(page: str, profile: str = "cpu", results_dir=None) -> None:

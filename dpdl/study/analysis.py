@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from ..paths import REPO_ROOT, results_dir as _default_results_dir
+from .plan import BASELINES
 
-METHODS = ("dpdl", "devnet", "dra", "knn")
+METHODS = ("dpdl", *BASELINES)
 METHOD_LABELS = {"dpdl": "DPDL", "devnet": "DevNet", "dra": "DRA", "knn": "kNN"}
 MAD_K = 3.0
 MIN_GAP = 0.05    # AUC: an outlier is also this far from its cell's median

@@ -28,7 +28,7 @@ from .. import paper
 from ..config import PROFILES
 from . import analysis
 from .analysis import default_results_dir, interval, per_seed
-from .plan import load_study
+from .plan import BASELINES, load_study
 
 TABLE_FILES = {
     "table1": "table1_general.csv", "table2": "table2_hard.csv", "table3": "table3_heads.csv",
@@ -37,7 +37,7 @@ TABLE_FILES = {
 }
 HEADS_ORDER = ("r", "n,r", "a,r", "n,a,r")
 SWEEP_PARAMS = {"prototypes": "C", "eps": "ε", "kappa": "κ", "lam": "λ"}
-BASELINES_RUN = ("devnet", "dra", "knn")    # the baselines this study can run (issue 10)
+BASELINES_RUN = BASELINES                   # the baselines this study runs (dpdl.study.plan)
 CLAIM_BASELINES = ("dra", "devnet")         # "DPDL beats DRA and DevNet"
 
 

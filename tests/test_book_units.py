@@ -168,6 +168,8 @@ def test_kernel_stderr_goes_to_a_log_beside_the_notebook_not_to_the_build_output
 
 def test_numbers_are_printed_readably():
     assert render.num(1e-4) == "1e-04" and render.num(0.001) == "1e-03"     # not "0.000"
+    from dpdl.study.claims import _num
+    assert _num(1e-4) == "1e-04" and _num(0.01) == "0.01" and _num(32.0) == "32"   # Fig. 3's parameter values
     assert render.num(0.8481) == "0.848" and render.num(-0.0224, signed=True) == "-0.022"
     assert render.num(32.0) == "32" and render.num(float("nan")) == ""
     assert render.mean_ci(0.8, 0.75, 0.85) == "0.800 [0.750, 0.850]" and render.mean_ci(0.8, float("nan"), 1) == "0.800"

@@ -171,7 +171,7 @@ def test_numbers_are_printed_readably():
     from dpdl.study.claims import _num
     assert _num(1e-4) == "1e-04" and _num(0.01) == "0.01" and _num(32.0) == "32"   # Fig. 3's parameter values
     assert render.num(0.8481) == "0.848" and render.num(-0.0224, signed=True) == "-0.022"
-    assert render.num(32.0) == "32" and render.num(float("nan")) == ""
+    assert render.num(32) == "32" and render.num(1.0) == "1.000" and render.num(float("nan")) == ""
     assert render.mean_ci(0.8, 0.75, 0.85) == "0.800 [0.750, 0.850]" and render.mean_ci(0.8, float("nan"), 1) == "0.800"
 
 
@@ -187,7 +187,10 @@ def test_not_reachable_rows_become_one_line():
 
     df = pd.DataFrame({"dataset": ["A", "B"], "n": [0, 0], "status": ["not run here (needs a data root)"] * 2})
     line = pages.not_reachable(df, "cpu", "table5", "Table 5")
-    assert line.count("\n") == 0 and "A, B" in line and "--only table5 --data-root PATH" in line
+    assert line.count("\n") == 0 and "A, B (their data need a data root)" in line
+    assert "--only table5 --data-root PATH" in line
+    mixed = pages.not_reachable(df.assign(status=["not run here (needs a data root)", "not run here"]), "cpu", "t", "T")
+    assert "A (their data need a data root); B (not run in this profile)" in mixed
     assert pages.not_reachable(df.assign(n=[3, 3]), "cpu", "table5", "Table 5") is None
 
 

@@ -66,13 +66,14 @@ def not_reachable(df: pd.DataFrame, profile: str, group: str, what: str) -> str 
     miss = df[df["n"] == 0]
     if miss.empty:
         return None
-    names = ", ".join(dict.fromkeys(miss["dataset"]))
-    data_root = miss["status"].astype(str).str.contains("data root").any()
-    cmd = claims.run_command(profile, group, "data root" if data_root else "")
-    why = " (their data need a data root)" if data_root else ""
+    needs_root = miss["status"].astype(str).str.contains("data root")
+    parts = [", ".join(dict.fromkeys(miss.loc[needs_root, "dataset"])) + " (their data need a data root)",
+             ", ".join(dict.fromkeys(miss.loc[~needs_root, "dataset"])) + " (not run in this profile)"]
+    names = "; ".join(p for p, n in zip(parts, (needs_root.any(), (~needs_root).any())) if n)
+    cmd = claims.run_command(profile, group, "data root" if needs_root.any() else "")
     if (df["n"] == 0).all():
-        return render.not_run_line(f"{what}, {names}{why}", cmd)
-    return f"*Not run here:* {names}{why}. To run them: `{cmd}`"
+        return render.not_run_line(f"{what}: {names}", cmd)
+    return f"*Not run here:* {names}. To run them: `{cmd}`"
 
 
 def main_view(df: pd.DataFrame, extra=()) -> pd.DataFrame:

@@ -17,14 +17,14 @@ def _nan(x) -> bool:
 
 
 def num(x, digits: int = 3, signed: bool = False) -> str:
-    """``0.848``; ``+0.005`` when ``signed``; ``1e-04`` for 0 < |x| < 0.01 that is not an AUC difference;
-    blank for NaN."""
+    """``0.848`` (``1.000``: a float keeps its decimals; an int prints as one); ``+0.005`` when ``signed``;
+    ``1e-04`` for 0 < |x| < 0.01 that is not a difference; blank for NaN."""
     if _nan(x):
         return ""
     if isinstance(x, (bool,)) or not isinstance(x, (int, float)):
         return str(x)
-    if isinstance(x, int) or float(x).is_integer() and abs(x) >= 1:
-        return f"{int(x):+d}" if signed else f"{int(x)}"
+    if isinstance(x, int):
+        return f"{x:+d}" if signed else f"{x}"
     if 0 < abs(x) < 0.01 and not signed:
         return f"{x:.0e}"
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"

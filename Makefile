@@ -1,13 +1,14 @@
 # Two commands set up and run everything on a fresh machine:
 #   make study   # venv + install + default study (cpu profile, embedded data) + book
 #   make test    # venv + install + test suite
+#   make publish # the built book onto the gh-pages branch (GitHub Pages)
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 PROFILE ?= cpu
 STAMP   := $(VENV)/.installed
 
-.PHONY: install study run-study book test test-fast browser
+.PHONY: install study run-study book publish test test-fast browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +26,12 @@ book: $(STAMP)
 	$(BIN)/dpdl book build --profile $(PROFILE)
 
 study: run-study book
+
+# The built site onto the gh-pages branch with ghp-import (`ghp-import -n -p -f _build/html`, as the Jupyter Book
+# documentation publishes), pushed to origin; `make publish NO_PUSH=1` only commits the branch locally.
+publish: $(STAMP)
+	test -f _build/html/index.html || $(MAKE) book
+	$(BIN)/dpdl book publish $(if $(NO_PUSH),,--push)
 
 # Debian's chromium, for the browser checks of the book (tests/test_book.py); needs root or password-less sudo.
 browser:

@@ -1,7 +1,7 @@
 """The paper's numbers, as DataFrames, and the names that link them to our datasets.
 
 Tables 1–4 come from ``../shared/paper_tables`` (:func:`dpdl.paths.paper_tables_dir`); Tables 5 and 6
-(supplementary) were transcribed by this project into ``results/paper/`` (see ``results/paper/transcribe.py``).
+(supplementary) were transcribed by this project into ``results/paper/`` (by ``tools/transcribe_paper_tables.py``).
 Only the ``DPDL`` rows were measured by DPDL's authors; every other method's numbers were copied by the paper
 from DRA and AHL ("reported").
 """
@@ -12,16 +12,15 @@ from functools import lru_cache
 
 import pandas as pd
 
+from .data.registry import MVTEC_CLASSES, REGISTRY
 from .paths import REPO_ROOT, paper_tables_dir
 
 METHODS = ("DevNet", "FLOS", "SAOE", "MLEP", "DRA", "AHL", "DPDL")
 BASELINES = METHODS[:-1]
-MVTEC_SUBSETS = ("carpet", "grid", "leather", "tile", "wood", "bottle", "capsule", "pill", "transistor", "zipper",
-                 "cable", "hazelnut", "metal_nut", "screw", "toothbrush")
-# our dataset name -> the paper's row name (Tables 1-4)
-PAPER_NAMES = {"mvtec": "MVTec AD", "optical": "Optical", "sdd": "SDD", "aitex": "AITEX", "elpv": "ELPV",
-               "mastcam": "Mastcam", "hyperkvasir": "Hyper-Kvasir", "brainmri": "BrainMRI", "headct": "HeadCT"}
-PAPER_NAMES.update({f"mvtec_{s}": s.capitalize() for s in MVTEC_SUBSETS})
+MVTEC_SUBSETS = tuple(MVTEC_CLASSES)
+# our dataset name -> the paper's row name (Tables 1-4), from the dataset registry
+PAPER_NAMES = {"mvtec": "MVTec AD", **{name: spec.paper_name for name, spec in REGISTRY.items()
+                                       if name not in ("folder", "synthetic")}}
 TABLE1_ORDER = ("mvtec", "optical", "sdd", "aitex", "elpv", "mastcam", "hyperkvasir", "brainmri", "headct")
 TABLE2_ORDER = ("mvtec_carpet", "mvtec_metal_nut", "aitex", "elpv", "mastcam", "hyperkvasir")
 PAPER_RESULTS_DIR = REPO_ROOT / "results" / "paper"

@@ -1,7 +1,9 @@
-"""Write the study's notebooks (without outputs): ``python notebooks/make_notebooks.py``.
+"""The one generator of the study's notebooks (without outputs): ``python notebooks/make_notebooks.py``.
 
-The notebooks are thin: the experiment notebook calls :func:`dpdl.train.run`; the report notebooks call
-:mod:`dpdl.study.tables` and :mod:`dpdl.study.figures`. Edit this script, not the .ipynb files.
+The notebooks are thin: the experiment notebook calls :func:`dpdl.train.run`; every report notebook (the book's
+pages, ``report_*.ipynb``) is a title, the papermill parameters and one call into :mod:`dpdl.book.pages` or
+:mod:`dpdl.book.about`. Edit this script, not the .ipynb files; tests/test_notebooks.py checks that running it
+changes nothing.
 """
 from __future__ import annotations
 
@@ -34,28 +36,85 @@ def code(text, tags=None):
     return c
 
 
-def write(name, cells):
+def write(name, cells, out=None):
     nb = nbf.v4.new_notebook()
     nb.metadata.update(KERNEL)
     nb.cells = cells
     for i, c in enumerate(nb.cells):
         c["id"] = f"{Path(name).stem[:40]}-{i}"
     nbf.validate(nb)
-    nbf.write(nb, HERE / name)
+    nbf.write(nb, Path(out or HERE) / name)
 
 
-REPORT_PARAMS = '''profile = "cpu"
-results_dir = "results"'''
+REPORT_PARAMS = '''profile = "cpu"          # which run records to report
+results_dir = "results"  # the study's results folder'''
 
-SETUP = '''import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
-from dpdl.study import tables, figures
+INTRO = """
+**DPDL** (*Distribution Prototype Diffusion Learning for Open-set Supervised Anomaly Detection*, CVPR 2025)
+detects anomalies from image-level labels when only a few anomalies, of a few classes, are seen in training and
+the test set holds unseen classes too. It learns a mixture of Gaussian *distribution prototypes* for normal
+features and a Schrödinger bridge that carries normal features to them while pushing the seen anomalies away
+(DPL), adds a hyperspherical *dispersion* loss on the features (DFL), and scores images with three MIL heads
+(see [Method](../method.md)). The paper claims state-of-the-art AUC on nine public datasets, in the *general*
+and the *hard* setting, with ten or one training anomalies, and ablations (Fig. 2, Table 3, Fig. 3) that credit
+each component.
 
-display(Markdown(f"*{tables.profile_caption(profile)}*"))
-caption = tables.profile_caption(profile, short=True)   # the figures' caption'''
+This book reproduces those claims from scratch (the authors published no code). Below, every claim of the paper
+has a row: our number beside the paper's, and a verdict from the rule stated above the table. Every number is
+computed from this study's run records and the paper's tables; none is typed by hand. The other pages:
+[Method](../method.md), [Data](../data.md), the result pages (Tables 1–6, Figs. 2–3), [Deviations](../deviations.md),
+[Performance](report_performance.ipynb) and [Provenance](report_provenance.ipynb)."""
+
+# name -> (title, text, the call that shows the page)
+REPORTS = {
+    "report_summary": ("Introduction", INTRO, 'pages.show("summary", profile, results_dir)', "pages"),
+    "report_table1_general": ("Table 1 — general setting", """
+Image-level AUC-ROC in the **general setting** (the test set holds every anomaly class; M = 10 or 1 anomalies
+seen in training), our runs beside the paper's DPDL numbers. The paper claims DPDL is best or second best on all
+nine datasets for both M. Baselines marked *reported* are the numbers the paper copied from DRA/AHL; those marked *ours* ran here, in the same profile, and DPDL is compared with them on the same seeds.
+MVTec AD is the mean of its 15 subsets (Table 5).""", 'pages.show("table1", profile, results_dir)', "pages"),
+    "report_table2_hard": ("Table 2 — hard setting", """
+Image-level AUC-ROC in the **hard setting**: the M seen anomalies all come from one known class, and the test set
+holds only the *other* (unseen) classes; each dataset's value is the mean over its known classes (Table 6 lists
+them). The paper claims DPDL generalises best to unseen anomaly classes.""", 'pages.show("table2", profile, results_dir)', "pages"),
+    "report_table3_heads": ("Table 3 — the three score heads", """
+Ablation of the heads M_n (normal), M_a (anomaly) and M_r (residual/prototype): which of them score the image,
+M = 10, general and hard setting. The paper claims removing M_r hurts most and that all three together are best.""", 'pages.show("table3", profile, results_dir)', "pages"),
+    "report_table4_datasets": ("Table 4 — dataset statistics", """
+The number of anomaly classes, training normals, test normals and test anomalies of each dataset, counted from
+the data by `dpdl.data.dataset_stats` (our protocol), beside the paper's Table 4. Datasets absent on this
+machine are marked "not run here".""", 'pages.show("table4", profile, results_dir)', "pages"),
+    "report_table5_mvtec": ("Table 5 — MVTec AD per subset", """
+General setting on the 15 MVTec AD subsets (supplementary Table 5), and their mean (Table 1's MVTec AD row).
+The paper claims DPDL is best on most subsets with one and ten seen anomalies.""", 'pages.show("table5", profile, results_dir)', "pages"),
+    "report_table6_hard_per_class": ("Table 6 — hard setting per known class", """
+The hard setting per known class (supplementary Table 6): the model sees M anomalies of one class and is tested
+on the others. The per-dataset means are Table 2.""", 'pages.show("table6", profile, results_dir)', "pages"),
+    "report_fig2_ablation": ("Fig. 2 — ablation of DPL and DFL", """
+DPDL without its distribution-prototype learning (w/o DPL: no Schrödinger bridge to the prototypes) and without
+dispersion feature learning (w/o DFL), M = 10, general and hard setting (hard: mean over known classes). The
+paper gives no numbers for Fig. 2, only the claim that removing either part causes a clear AUC drop, largest
+for w/o DPL on industrial datasets; below are our measurements.""", 'pages.show("fig2", profile, results_dir)', "pages"),
+    "report_fig3_sensitivity": ("Fig. 3 — parameter sensitivity", """
+AUC (general setting, M = 10) as one hyper-parameter varies with the others at the paper's values (`dpdl.model.PAPER_DEFAULTS`;
+dashed lines). The paper gives no numbers for Fig. 3; it claims performance is stable
+over a range, that too few or too many prototypes C hurt, that larger ε slowly degrades AUC, that κ above 10
+can hurt, and that λ = 0.01 is best on larger datasets and λ = 1 on small ones.""", 'pages.show("fig3", profile, results_dir)', "pages"),
+    "report_performance": ("Performance", """
+Where the time goes: wall time per run (measured by `dpdl train` itself and stored in each run record's
+`timings`), per study, the breakdown into steps, the profile choices measured on ELPV, and the benchmarks of
+`benchmarks/` (stored in `results/benchmarks/*.json`), each with the command that measures it.""",
+                           "about.show_performance(profile, results_dir)", "about"),
+    "report_provenance": ("Provenance", """
+Every number in this book comes from a run record `results/runs/<profile>/<run_id>/run.json` written by
+`dpdl train` (through `dpdl study run`). This page lists them: what ran, on which code, on which split (the
+fingerprint is a hash of the split's sample keys), when, and the one command that reruns each. The study never
+recomputes a finished run: to rerun a group in place, delete its run folders and run the group again.""",
+                          "about.show_provenance(profile, results_dir)", "about"),
+}
 
 
-def experiment():
+def experiment(out=None):
     write("experiment.ipynb", [
         md("""
 # One run
@@ -100,74 +159,21 @@ print(record["run_id"], record["status"], record.get("error") or "", record["met
         code('''if plot:
     from dpdl.study.figures import score_histogram
     fig = score_histogram(out)'''),
-    ])
+    ], out)
 
 
-REPORTS = {
-    "report_table1_general.ipynb": ("Table 1 — general setting", """
-Image-level AUC-ROC in the **general setting** (the test set holds every anomaly class; M = 10 or 1 anomalies
-seen in training), our runs beside the paper's DPDL numbers. The paper claims DPDL is best or second best on all
-nine datasets for both M. Baselines are the numbers the paper copied from DRA/AHL (*reported*, not run here).
-MVTec AD is the mean of its 15 subsets (Table 5).""", '''df = tables.table1(profile, results_dir)
-display(tables.styled(tables.display_frame(df), caption))''', '''figures.ours_vs_paper(df, "Table 1 — general setting: ours vs paper", caption=caption)
-plt.show()'''),
-    "report_table2_hard.ipynb": ("Table 2 — hard setting", """
-Image-level AUC-ROC in the **hard setting**: the M seen anomalies all come from one known class, and the test set
-holds only the *other* (unseen) classes; each dataset's value is the mean over its known classes (Table 6 lists
-them). The paper claims DPDL generalises best to unseen anomaly classes.""", '''df = tables.table2(profile, results_dir)
-display(tables.styled(tables.display_frame(df, extra_cols=("known_classes",)), caption))''', '''figures.ours_vs_paper(df, "Table 2 — hard setting: ours vs paper", caption=caption)
-plt.show()'''),
-    "report_table3_heads.ipynb": ("Table 3 — the three score heads", """
-Ablation of the heads M_n (normal), M_a (anomaly) and M_r (residual/prototype): which of them score the image,
-M = 10, general and hard setting. The paper claims removing M_r hurts most and that all three together are best.""",
-                                  '''df = tables.table3(profile, results_dir)
-display(tables.styled(tables.display_frame(df, index_cols=("setting", "dataset", "heads")), caption))''', '''figures.heads_ablation(df, caption=caption)
-plt.show()'''),
-    "report_table4_datasets.ipynb": ("Table 4 — dataset statistics", """
-The number of anomaly classes, training normals, test normals and test anomalies of each dataset, counted from
-the data by `dpdl.data.dataset_stats` (our protocol), beside the paper's Table 4. Datasets absent on this
-machine are marked "not run here".""", '''df = tables.table4(profile, results_dir)
-display(tables.styled(df.drop(columns=["key"]), caption))''', None),
-    "report_table5_mvtec.ipynb": ("Table 5 — MVTec AD per subset", """
-General setting on the 15 MVTec AD subsets (supplementary Table 5), and their mean (Table 1's MVTec AD row).
-The paper claims DPDL is best on most subsets with one and ten seen anomalies.""", '''df = tables.table5(profile, results_dir)
-display(tables.styled(tables.display_frame(df), caption))''', '''figures.ours_vs_paper(df, "Table 5 — MVTec AD subsets: ours vs paper", caption=caption)
-plt.show()'''),
-    "report_table6_hard_per_class.ipynb": ("Table 6 — hard setting per known class", """
-The hard setting per known class (supplementary Table 6): the model sees M anomalies of one class and is tested
-on the others. The per-dataset means are Table 2.""", '''df = tables.table6(profile, results_dir)
-display(tables.styled(tables.display_frame(df, extra_cols=("known_class",)), caption))''', '''df["label"] = df["dataset"] + " / " + df["known_class"]
-figures.ours_vs_paper(df, "Table 6 — hard setting per known class", label_col="label", caption=caption)
-plt.show()'''),
-    "report_fig2_ablation.ipynb": ("Fig. 2 — ablation of DPL and DFL", """
-DPDL without its distribution-prototype learning (w/o DPL: no Schrödinger bridge to the prototypes) and without
-dispersion feature learning (w/o DFL), M = 10, general and hard setting (hard: mean over known classes). The
-paper gives no numbers for Fig. 2, only the claim that removing either part causes a clear AUC drop, largest
-for w/o DPL on industrial datasets; below are our measurements.""", '''df = tables.fig2(profile, results_dir)
-display(tables.styled(df.assign(**{"ours (mean ± std)": [tables.fmt_pm(m, s) for m, s in zip(df.ours_mean, df.ours_std)]})
-        [["setting", "dataset", "label", "ours (mean ± std)", "n"]], caption))''', '''figures.ablation(df, caption=caption)
-plt.show()'''),
-    "report_fig3_sensitivity.ipynb": ("Fig. 3 — parameter sensitivity", """
-AUC (general setting, M = 10) as one hyper-parameter varies with the others at the paper's values (C = 32,
-ε = 1e-3, κ = 10, λ = 1; dashed lines). The paper gives no numbers for Fig. 3; it claims performance is stable
-over a range, that too few or too many prototypes C hurt, that larger ε slowly degrades AUC, that κ above 10
-can hurt, and that λ = 0.01 is best on larger datasets and λ = 1 on small ones.""", '''df = tables.fig3(profile, results_dir)
-display(tables.styled(df.assign(**{"ours (mean ± std)": [tables.fmt_pm(m, s) for m, s in zip(df.ours_mean, df.ours_std)]})
-        [["symbol", "value", "dataset", "ours (mean ± std)", "n"]], caption))''', '''figures.sensitivity(df, caption=caption)
-plt.show()'''),
-}
+def reports(out=None):
+    for name, (title, text, call, module) in REPORTS.items():
+        write(f"{name}.ipynb", [md(f"# {title}\n\n{text.strip()}"), code(REPORT_PARAMS, tags=["parameters"]),
+                                code(f"from dpdl.book import {module}\n\n{call}")], out)
 
 
-def reports():
-    for name, (title, text, table, fig) in REPORTS.items():
-        cells = [md(f"# {title}\n\n{text.strip()}"), code(REPORT_PARAMS, tags=["parameters"]), code(SETUP),
-                 code(table)]
-        if fig:
-            cells.append(code(fig))
-        write(name, cells)
+def main(out=None):
+    """Write every notebook into ``out`` (default: this folder)."""
+    experiment(out)
+    reports(out)
 
 
 if __name__ == "__main__":
-    experiment()
-    reports()
+    main()
     print("wrote", ", ".join(sorted(p.name for p in HERE.glob("*.ipynb"))))

@@ -1,4 +1,5 @@
-"""Fast checks of the book's machinery: toc, verdict rule, tables from records, site checker (no build)."""
+"""Fast checks of the book's machinery: toc, rerun commands, provenance and timing tables, number formats, the site
+checker, publishing (no build). The claims and tables are tested in test_book_claims.py."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,9 @@ import math
 import pytest
 
 from dpdl import book
+from dpdl.book import pages, records, render
 from dpdl.paths import REPO_ROOT
+from dpdl.study.analysis import load_runs
 
 
 def test_toc_names_existing_pages_and_report_notebooks():
@@ -32,15 +35,6 @@ def test_check_toc_reports_missing_pages(tmp_path):
     assert "report_unlisted.ipynb" in problems[2] and "does not list" in problems[2]
 
 
-def test_verdict_rule():
-    assert book.verdict(None, 0.9, 0.8) == "not run here"
-    assert book.verdict(float("nan"), 0.9, 0.8) == "not run here"
-    assert book.verdict(0.95, 0.9, 0.8) == "supports"
-    assert book.verdict(0.9 - book.TOLERANCE + 1e-9, 0.9, 0.8) == "supports"
-    assert book.verdict(0.85, 0.9, 0.8) == "below paper, above baselines"
-    assert book.verdict(0.75, 0.9, 0.8) == "below baselines"
-
-
 def _record(run_id, dataset, setting, anomalies, seed, auc, known_class=None, variant="full", status="ok"):
     return {"schema": 1, "status": status, "error": None, "run_id": run_id, "profile": "cpu",
             "config": {"dataset": dataset, "setting": setting, "known_class": known_class, "anomalies": anomalies,
@@ -60,64 +54,27 @@ def _records_frame(tmp_path, recs):
         d.mkdir(parents=True)
         from dpdl.records import atomic_write_json
         atomic_write_json(d / "run.json", r)
-    return book.load_records(tmp_path, "cpu")
-
-
-def test_summary_table_and_sentence(tmp_path):
-    paper = book.load_paper_table("table1_general")
-    elpv = paper[(paper.dataset == "ELPV") & (paper.n_anomalies == 10)]
-    dpdl = float(elpv[elpv.method == "DPDL"].auc_mean.iloc[0])
-    recs = [_record(f"elpv{s}", "elpv", "general", 10, s, dpdl + 0.01 * (s - 1)) for s in range(3)]
-    recs.append(_record("elpv_abl", "elpv", "general", 10, 0, 0.1, variant="no_dpl"))   # not the full model
-    recs.append(_record("elpv_bad", "elpv", "general", 1, 0, None, status="failed"))
-    recs.append(_record("syn0", "synthetic", "general", 10, 0, 0.7))
-    frame = _records_frame(tmp_path, recs)
-    table = book.summary_table(records=frame, profile="cpu")
-    row = table[(table.dataset == "ELPV") & (table.setting == "general") & (table.M == 10)].iloc[0]
-    assert row.seeds == 3 and row.runs == 3
-    assert math.isclose(row.ours_mean, dpdl, abs_tol=1e-9)
-    assert math.isclose(row.ours_std, 0.01, rel_tol=1e-6)   # the sample sd over seeds, as in results/tables
-    assert row.verdict == "supports"
-    assert (table[table.dataset != "ELPV"].verdict == "not run here").all()
-    sentence = book.verdict_sentence(table, "cpu")
-    assert "ELPV (general M=10)" in sentence and "cpu" in sentence
-    other = book.other_runs_table(records=frame, profile="cpu")
-    assert list(other.dataset) == ["synthetic"]
-
-
-def test_summary_hard_and_mvtec_means(tmp_path):
-    recs = [_record(f"c{k}{s}", "mvtec_carpet", "hard", 10, s, a, known_class=k)
-            for s in range(2) for k, a in (("color", 0.6), ("cut", 0.8))]
-    recs += [_record(f"g{s}", "mvtec_grid", "general", 10, s, 0.5) for s in range(2)]
-    recs += [_record(f"b{s}", "mvtec_bottle", "general", 10, s, 0.7) for s in range(2)]
-    table = book.summary_table(records=_records_frame(tmp_path, recs), profile="cpu")
-    carpet = table[(table.dataset == "Carpet") & (table.M == 10)].iloc[0]
-    assert math.isclose(carpet.ours_mean, 0.7) and carpet.coverage == "2 known classes"
-    mv = table[(table.dataset == "MVTec AD") & (table.M == 10)].iloc[0]
-    assert math.isclose(mv.ours_mean, 0.6) and mv.coverage == "2/15 subsets"
-    assert mv.verdict == "below baselines"
+    return load_runs("cpu", tmp_path, include_failed=True)
 
 
 def test_empty_results_give_not_run_everywhere(tmp_path):
-    frame = book.load_records(tmp_path, "cpu")
-    table = book.summary_table(records=frame, profile="cpu")
-    assert len(table) > 0 and (table.verdict == "not run here").all()
-    assert "cannot yet say" in book.verdict_sentence(table, "cpu")
-    assert book.provenance_table(records=frame, profile="cpu").empty
-    perf = book.performance_tables(records=frame, results=tmp_path, profile="cpu")
+    frame = load_runs("cpu", tmp_path, include_failed=True)
+    assert records.provenance_table(tmp_path, "cpu", records=frame).empty
+    perf = records.performance_tables(tmp_path, "cpu", records=frame)
     assert perf["per_run"].empty and perf["benchmarks"] == []
+    assert pages.rerun_box("cpu", tmp_path) == ""
 
 
 def test_reproduce_command_and_provenance(tmp_path):
     rec = _record("elpv__hard-mono__M1__s3__no_dpl", "elpv", "hard", 1, 3, 0.8, known_class="mono",
                   variant="no_dpl")
     rec["config"]["prototypes"] = 16
-    cmd = book.reproduce_command(rec)
+    cmd = records.reproduce_command(rec)
     assert cmd.startswith("dpdl train --dataset elpv --setting hard --known-class mono --anomalies 1 --seed 3")
     assert cmd.endswith("--run-id elpv__hard-mono__M1__s3__no_dpl --out reruns/cpu/elpv__hard-mono__M1__s3__no_dpl")
     assert "--profile cpu" in cmd and "--no-dpl" in cmd and "--prototypes 16" in cmd
     assert "--no-dfl" not in cmd and "--eps" not in cmd
-    prov = book.provenance_table(records=_records_frame(tmp_path, [rec]), profile="cpu")
+    prov = records.provenance_table(tmp_path, "cpu", records=_records_frame(tmp_path, [rec]))
     assert list(prov.columns) == ["run_id", "status", "auc", "code_version", "profile", "seed", "fingerprint", "date",
                                   "groups", "command", "error"]
     assert prov.loc[0, "command"] == cmd and prov.loc[0, "fingerprint"] == "0123456789abcdef"
@@ -127,7 +84,7 @@ def test_performance_tables(tmp_path):
     frame = _records_frame(tmp_path, [_record(f"e{s}", "elpv", "general", 10, s, 0.9) for s in range(2)])
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "cache.json").write_text('{"command": "python benchmarks/x.py", "speedup": 3}')
-    perf = book.performance_tables(records=frame, results=tmp_path, profile="cpu")
+    perf = records.performance_tables(tmp_path, "cpu", records=frame)
     assert math.isclose(float(perf["study"]["sum of in-process times (h)"].iloc[0]), 21.0 / 3600)
     assert set(perf["breakdown"].part) >= {"features_s", "train_s", "test_s"}
     other = perf["breakdown"].set_index("part").loc["other_s (total_s minus the above)", "mean_s"]
@@ -182,17 +139,16 @@ def test_choice_table_reads_the_choice_benchmarks_and_keeps_them_out_of_the_raw_
     payload = {"choice": "deviation_d4", "overrides": {"head_loss": "deviation", "feature_aug": "d4"}, "rows": rows,
                "cells": {"general M=10": {"mean": 0.85, "sd": 0.0707, "n": 2}}, "code_version": "abc"}
     (tmp_path / "benchmarks" / "elpv_cpu_choice_deviation_d4.json").write_text(json.dumps(payload))
-    table = book.choice_table(tmp_path)
+    table = records.choice_table(tmp_path)
     assert len(table) == 1
     row = table.iloc[0]
     assert (row["choice"], row["profile fields"], row["cell"]) == ("deviation_d4", "feature_aug=d4, head_loss=deviation",
                                                                    "general M=10")
     assert math.isclose(row["AUC mean"], 0.85) and row["paper DPDL"] == 0.937 and row["best baseline"] == 0.85
-    assert book.performance_tables(records=book.load_records(tmp_path, "cpu"), results=tmp_path,
-                                   profile="cpu")["benchmarks"] == []
-    assert book.choice_table(tmp_path / "nothing").empty
+    assert records.performance_tables(tmp_path, "cpu", records=load_runs("cpu", tmp_path))["benchmarks"] == []
+    assert records.choice_table(tmp_path / "nothing").empty
     (tmp_path / "benchmarks" / "elpv_cpu_choice_broken.json").write_text('{"cells": {"general M=10": {}}}')
-    table = book.choice_table(tmp_path)
+    table = records.choice_table(tmp_path)
     bad = table[table["file"] == "elpv_cpu_choice_broken.json"].iloc[0]
     assert "not a choice benchmark file" in bad["error"] and len(table) == 2
 
@@ -208,3 +164,81 @@ def test_kernel_stderr_goes_to_a_log_beside_the_notebook_not_to_the_build_output
     assert "kernel noise 4711" in book.kernel_log_path(tmp_path / "gen" / "report_noisy.ipynb").read_text()
     executed = nbformat.read(tmp_path / "gen" / "report_noisy.ipynb", as_version=4)
     assert any("cell output" in o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+
+
+def test_numbers_are_printed_readably():
+    assert render.num(1e-4) == "1e-04" and render.num(0.001) == "1e-03"     # not "0.000"
+    from dpdl.study.claims import _num
+    assert _num(1e-4) == "1e-04" and _num(0.01) == "0.01" and _num(32.0) == "32"   # Fig. 3's parameter values
+    assert render.num(0.8481) == "0.848" and render.num(-0.0224, signed=True) == "-0.022"
+    assert render.num(32) == "32" and render.num(1.0) == "1.000" and render.num(float("nan")) == ""
+    assert render.mean_ci(0.8, 0.75, 0.85) == "0.800 [0.750, 0.850]" and render.mean_ci(0.8, float("nan"), 1) == "0.800"
+
+
+def test_rerun_box_gives_one_command_its_auc_and_time(tmp_path):
+    frame = _records_frame(tmp_path, [_record(f"elpv__general__M10__s{s}__full", "elpv", "general", 10, s, 0.8 + s / 100)
+                                      for s in (1, 0)])
+    box = pages.rerun_box("cpu", tmp_path, frame[frame["status"] == "ok"])
+    assert box.count("```bash") == 1 and "--seed 0" in box and "0.8000" in box and "took 10 s" in box
+
+
+def test_not_reachable_rows_become_one_line():
+    import pandas as pd
+
+    df = pd.DataFrame({"dataset": ["A", "B"], "n": [0, 0], "status": ["not run here (needs a data root)"] * 2})
+    line = pages.not_reachable(df, "cpu", "table5", "Table 5")
+    assert line.count("\n") == 0 and "A, B (their data need a data root)" in line
+    assert "--only table5 --data-root PATH" in line
+    mixed = pages.not_reachable(df.assign(status=["not run here (needs a data root)", "not run here"]), "cpu", "t", "T")
+    assert "A (their data need a data root); B (not run in this profile)" in mixed
+    assert pages.not_reachable(df.assign(n=[3, 3]), "cpu", "table5", "Table 5") is None
+
+
+def test_publish_commits_the_site_to_gh_pages(tmp_path, monkeypatch):
+    import subprocess
+
+    for who in ("AUTHOR", "COMMITTER"):   # ghp-import commits with git's identity: give the test one
+        monkeypatch.setenv(f"GIT_{who}_NAME", "t")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "t@example.org")
+    from dpdl.book.publish import PublishError, publish
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "README.md").write_text("x\n")
+    subprocess.run(git + ["add", "README.md"], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-qm", "init"], cwd=repo, check=True)
+    with pytest.raises(PublishError, match="index.html is missing"):
+        publish(repo / "_build" / "html", repo)
+    html = repo / "_build" / "html"
+    (html / "_static").mkdir(parents=True)
+    (html / "index.html").write_text("<html>book</html>")
+    (html / "_static" / "dpdl.css").write_text("body {}")
+    commit = publish(html, repo, message="site")
+    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", "gh-pages"], cwd=repo, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert sorted(files) == [".nojekyll", "_static/dpdl.css", "index.html"]
+    assert commit and subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=repo, capture_output=True,
+                                         text=True).stdout.strip() == "main"   # the work tree is left alone
+
+
+def test_deviations_page_types_no_number_by_hand():
+    import re
+
+    text = (REPO_ROOT / "book" / "deviations.md").read_text(encoding="utf-8")
+    assert not re.findall(r"\b0\.\d{3}\b", text), "an AUC typed by hand: link the generated table instead"
+    assert "Which data chose each choice" in text
+
+
+def test_main_view_of_a_dataset_the_paper_lacks():
+    import pandas as pd
+
+    df = pd.DataFrame({"dataset": ["synthetic", "ELPV"], "key": ["synthetic", "elpv"], "M": [10, 10], "n": [2, 2],
+                       "ours_mean": [0.7, 0.8], "ours_std": [0.1, 0.1], "ci_lo": [0.6, 0.7], "ci_hi": [0.8, 0.9],
+                       "paper_mean": [float("nan"), 0.937], "diff": [float("nan"), -0.137],
+                       "status": ["measured"] * 2, "AHL (reported)": [float("nan"), 0.85],
+                       "DRA (reported)": [float("nan"), 0.79]})
+    view = pages.main_view(df)
+    assert list(view["best reported baseline"]) == ["", "AHL 0.850"]
+    assert list(view["verdict"]) == ["not testable here", "not reproduced"]

@@ -133,9 +133,10 @@ def test_table_arithmetic_on_handmade_records(tmp_path):
     f3 = tables.fig3("t", r)
     c = f3[f3["param"] == "prototypes"].set_index("value")
     assert c.loc[8.0, "n"] == 1 and c.loc[32.0, "n"] == 1 and np.isclose(c.loc[32.0, "ours_mean"], 0.8)
-    shown = tables.display_frame(t1)
-    assert "ours (mean ± std)" in shown and "AHL (reported)" in shown
-    assert "not run here" in set(shown["ours (mean ± std)"].str[:12])
+    from dpdl.book.pages import main_view
+    shown = main_view(t1)
+    assert "ours [95 % CI]" in shown and "best reported baseline" in shown
+    assert set(shown["dataset"]) == {"ELPV"}          # rows not run here become one line, not table rows
 
 
 def test_default_jobs():

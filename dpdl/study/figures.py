@@ -31,6 +31,13 @@ def _save(fig, save):
     return fig
 
 
+def _err(d: pd.DataFrame):
+    """Half-width of the 95 % interval over seeds (0 where there is none)."""
+    if "ci_hi" in d:
+        return (d["ci_hi"] - d["ours_mean"]).fillna(0.0)
+    return d["ours_std"].fillna(0.0)
+
+
 def _empty(ax, text="no runs of this kind here yet"):
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
     ax.set_xticks([])
@@ -47,8 +54,8 @@ def ours_vs_paper(df: pd.DataFrame, title: str, *, label_col: str = "dataset", c
         d = df[df["M"] == m].reset_index(drop=True)
         y = np.arange(len(d))[::-1]
         run = d["n"] > 0
-        ax.errorbar(d.loc[run, "ours_mean"], y[run.values], xerr=d.loc[run, "ours_std"], fmt="o",
-                    color=PALETTE["ours"], label="ours (mean ± std over seeds)", capsize=3)
+        ax.errorbar(d.loc[run, "ours_mean"], y[run.values], xerr=_err(d)[run], fmt="o",
+                    color=PALETTE["ours"], label="ours (mean, 95 % interval over seeds)", capsize=3)
         has_p = d["paper_mean"].notna()
         ax.scatter(d.loc[has_p, "paper_mean"], y[has_p.values], marker="x", s=50, color=PALETTE["paper"],
                    label="paper (DPDL)", zorder=3)
@@ -76,7 +83,7 @@ def heads_ablation(df: pd.DataFrame, *, caption: str = "", save=None):
             x = np.arange(len(order))
             color = f"C{i}"
             if (g["n"] > 0).any():
-                ax.errorbar(x, g["ours_mean"], yerr=g["ours_std"], marker="o", color=color, capsize=3,
+                ax.errorbar(x, g["ours_mean"], yerr=_err(g), marker="o", color=color, capsize=3,
                             label=f"{g['dataset'].dropna().iloc[0]} (ours)")
                 any_line = True
             if g["paper_mean"].notna().any():
@@ -111,12 +118,12 @@ def ablation(df: pd.DataFrame, *, caption: str = "", save=None):
         for j, (var, lab) in enumerate(labels):
             g = d[d["variant"] == var].set_index("key").reindex(keys)
             x = np.arange(len(keys)) + (j - 1) * width
-            ax.bar(x, g["ours_mean"], width, yerr=g["ours_std"], capsize=3, label=lab, color=PALETTE[var])
+            ax.bar(x, g["ours_mean"], width, yerr=_err(g), capsize=3, label=lab, color=PALETTE[var])
         ax.set_xticks(np.arange(len(keys)))
         ax.set_xticklabels([d.loc[d["key"] == k, "dataset"].iloc[0] for k in keys])
-        lo = np.nanmin(d["ours_mean"] - d["ours_std"].fillna(0))
+        lo = np.nanmin(d["ours_mean"] - _err(d))
         ax.set_ylim(max(0.0, lo - 0.05), 1.0)
-        ax.set_ylabel("image AUC-ROC (mean ± std)")
+        ax.set_ylabel("image AUC-ROC (mean, 95 % interval)")
         ax.set_title(f"{setting} setting, M = 10")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
@@ -127,8 +134,11 @@ def ablation(df: pd.DataFrame, *, caption: str = "", save=None):
 
 def sensitivity(df: pd.DataFrame, *, caption: str = "", save=None):
     """Fig. 3: AUC against C, ε, κ, λ (general, M = 10), one line per dataset; dashed line at the paper's value."""
-    params = [("prototypes", "C (prototypes)", False, 32), ("eps", "ε (bridge noise)", True, 1e-3),
-              ("kappa", "κ (DFL tightness)", True, 10.0), ("lam", "λ (loss weight)", True, 1.0)]
+    from ..model import PAPER_DEFAULTS
+
+    params = [(p, label, logx, PAPER_DEFAULTS[p]) for p, label, logx in (
+        ("prototypes", "C (prototypes)", False), ("eps", "ε (bridge noise)", True),
+        ("kappa", "κ (DFL tightness)", True), ("lam", "λ (loss weight)", True))]
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
     for ax, (param, label, logx, default) in zip(axes, params):
         d = df[df["param"] == param]
@@ -136,7 +146,7 @@ def sensitivity(df: pd.DataFrame, *, caption: str = "", save=None):
             _empty(ax)
         for i, (key, g) in enumerate(d.groupby("key")):
             g = g.sort_values("value")
-            ax.errorbar(g["value"], g["ours_mean"], yerr=g["ours_std"], marker="o", capsize=3, color=f"C{i}",
+            ax.errorbar(g["value"], g["ours_mean"], yerr=_err(g), marker="o", capsize=3, color=f"C{i}",
                         label=g["dataset"].iloc[0])
         ax.axvline(default, color="black", linestyle="--", linewidth=1, label="paper's value")
         if logx:

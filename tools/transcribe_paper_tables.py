@@ -1,6 +1,6 @@
 """Transcribe the paper's Tables 5 and 6 from the supplementary's text extraction into CSV.
 
-Run once (``python results/paper/transcribe.py``); the CSVs beside this script are committed and checked by
+Run once (``python tools/transcribe_paper_tables.py``); the CSVs it writes into ``results/paper/`` are committed and checked by
 tests/test_paper.py against Tables 1 and 2 (../shared/paper_tables). Extraction artefacts handled here:
 stray digits before a cell ("3 <b>0.909</b> ±0.001", "$50.787 \\pm 0.204$", "$0.0518 \\pm 0.063$") are column
 artefacts, the value is the last well-formed ``d.ddd``; a std printed with two decimals ("0.07") is completed
@@ -17,8 +17,9 @@ import re
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SRC = HERE.parents[1].parent / "shared" / "papers" / "000_170202491e905b78.txt"
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "results" / "paper"
+SRC = REPO.parent / "shared" / "papers" / "000_170202491e905b78.txt"
 METHODS = ["DevNet", "FLOS", "SAOE", "MLEP", "DRA", "AHL", "DPDL"]
 MS = [1] * 7 + [10] * 7   # column order: one training anomaly first, then ten
 MVTEC = ["Carpet", "Grid", "Leather", "Tile", "Wood", "Bottle", "Capsule", "Pill", "Transistor", "Zipper",
@@ -82,7 +83,7 @@ def main() -> int:
             rows5.append(dict(dataset=dataset, subset=subset, n_anomalies=MS[j], method=METHODS[j % 7],
                               auc_mean=f"{mean:.3f}", auc_std=f"{std:.3f}", note=note))
     t2 = {}
-    with open(HERE.parents[1].parent / "shared" / "paper_tables" / "table2_hard.csv", encoding="utf-8") as fh:
+    with open(REPO.parent / "shared" / "paper_tables" / "table2_hard.csv", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
             t2[(r["dataset"], int(r["n_anomalies"]), r["method"])] = (r["auc_mean"], r["auc_std"])
     rows6, block = [], 0
@@ -107,7 +108,7 @@ def main() -> int:
         if cls == "Mean":
             block += 1
     for name, rows in (("table5_mvtec_general.csv", rows5), ("table6_hard_per_class.csv", rows6)):
-        with open(HERE / name, "w", newline="", encoding="utf-8") as fh:
+        with open(OUT / name, "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)

@@ -1,0 +1,139 @@
+"""The pages about the numbers: Provenance (every run record and its rerun command) and Performance (where the
+time goes, the profile choices measured on ELPV, the benchmarks). Per-run tables and raw JSON are collapsed."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from ..study.analysis import default_results_dir, load_runs
+from . import render
+from .pages import _display, _md
+from .records import choice_table, diagnostic_table, performance_tables, provenance_table
+from .render import collapsed, styled
+
+
+def show_provenance(profile: str = "cpu", results_dir=None) -> None:
+    """Run records by group (with the command that reruns a group), every record (collapsed), the profiles."""
+    from ..config import PROFILES
+    from ..study.plan import GROUPS
+
+    runs = load_runs(profile, results_dir, include_failed=True)
+    if runs.empty:
+        _display(_md(render.not_run_line(f"run records of the {profile} profile",
+                                         f"dpdl study run --profile {profile}")))
+    else:
+        groups = {g: int(runs["groups"].fillna("").str.split(",").map(lambda x, g=g: g in x).sum()) for g in GROUPS}
+        rows = [{"group": g, "runs": n, "command": f"dpdl study run --profile {profile} --only {g}"}
+                for g, n in groups.items()]
+        status = runs.groupby(["method", "dataset", "variant", "status"], dropna=False).size().rename("runs")
+        _display(_md("## Run records\n\nBy study group (a run may serve several groups):"), styled(pd.DataFrame(rows)),
+                 collapsed(f"Runs by method, dataset, variant and status ({len(status)} rows)",
+                           styled(status.reset_index())))
+        prov = provenance_table(results_dir, profile, records=runs)
+        if prov["error"].isna().all():
+            prov = prov.drop(columns=["error"])
+        _display(_md("Every record, with the one command that reruns it into `reruns/<profile>/<run_id>/` (datasets "
+                     "other than ELPV, BrainMRI, SDD and synthetic also need `--data-root` or `DPDL_DATA`):"),
+                 collapsed(f"All {len(prov)} run records of the {profile} profile",
+                           styled(prov, {"auc": "{:.4f}"})))
+    prof = pd.DataFrame([p.to_dict() for p in PROFILES.values()]).set_index("name").T
+    prof.index.name = "field"
+    _display(_md("## Profiles\n\nThe settings of each profile, read from `dpdl.config.PROFILES` (every "
+                 "run record also stores its profile's fields)."), styled(prof.reset_index().astype(str)))
+
+
+def show_performance(profile: str = "cpu", results_dir=None) -> None:
+    """Per study, per dataset, the step breakdown (visible); per run and the raw benchmarks (collapsed)."""
+    import matplotlib.pyplot as plt
+
+    results = default_results_dir(results_dir)
+    perf = performance_tables(results, profile)
+    if "study" not in perf:
+        _display(_md(render.not_run_line(f"timed run records of the {profile} profile",
+                                         f"dpdl study run --profile {profile}")))
+    else:
+        study = perf["study"].T.reset_index()
+        study.columns = ["measure", "value"]
+        study["value"] = [render.num(v, 2) if isinstance(v, float) else str(v) for v in study["value"]]
+        _display(_md("## Per study\n\nEach run's wall time (its experiment notebook, kernel start included) and "
+                     "the time inside `dpdl train`; the local executor runs `--jobs` notebooks at a time, so the "
+                     "study's wall time is about the sum of the run wall times divided by that number."),
+                 styled(study),
+                 _md("## Per dataset\n\nIn-process time of `dpdl train`, seconds."),
+                 styled(perf["per_dataset"].rename(columns={"median_s": "median (s)", "mean_s": "mean (s)",
+                                                            "sum_s": "sum (s)"}), precision=1),
+                 collapsed(f"Per run ({len(perf['per_run'])} runs)", styled(perf["per_run"], precision=2)))
+        br = perf["breakdown"]
+        _display(_md("## Step-time breakdown\n\nMean over runs."),
+                 styled(br.rename(columns={"mean_s": "mean (s)"}), {"mean (s)": "{:.3f}", "share of total_s": "{:.1%}"}))
+        if "steps" in perf:
+            _display(collapsed("One training step (ms, mean over runs)", styled(perf["steps"], precision=2)))
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(br) + 1.2))
+        ax.barh(br["part"], br["mean_s"])
+        ax.invert_yaxis()
+        ax.set_xlabel("mean seconds per run")
+        ax.set_title("Where a run's time goes")
+        fig.tight_layout()
+        plt.show()
+    show_choices(results)
+    diag = diagnostic_table(results)
+    _display(_md("## Diagnostic: fine-tuning the last backbone stage\n\nThe last stage (blocks 11–15) of the "
+                 "backbone fine-tuned on top of the cached mid maps, all else as in the `cpu` profile, paired with "
+                 "frozen runs of the same seeds, on ELPV test cells (`python benchmarks/bench_elpv_finetune.py`)."))
+    _display(styled(diag, {"AUC mean": "{:.3f}", "step (ms)": "{:.0f}"}) if len(diag) else _md(render.not_run_line(
+        "the fine-tuning diagnostic", "python benchmarks/bench_elpv_finetune.py --cells general:1 --seeds 0,1,2")))
+    _display(_md("## Benchmarks (feature cache, step times)"))
+    if not perf["benchmarks"]:
+        _display(_md(render.not_run_line("benchmarks", "python benchmarks/<script>.py (see benchmarks/)")))
+    for name, data in perf["benchmarks"]:
+        cmd = data.get("command") if isinstance(data, dict) else None
+        _display(_md(f"`{name}`, measured by `{cmd or 'see benchmarks/'}`"
+                     + (f" (code {data.get('code_version')}, {data.get('date')})" if isinstance(data, dict) else "")),
+                 collapsed(f"{name}: the raw JSON", json.dumps(data, indent=1)[:20000]))
+
+
+def show_choices(results) -> None:
+    """The profile choices measured on ELPV (benchmarks/bench_elpv_cpu.py choices), with the data that chose them."""
+    import matplotlib.pyplot as plt
+
+    _display(_md("## Choices measured on ELPV\n\nWhere the paper is silent, or where the `cpu` profile departs "
+                 "from it, a choice was measured on the ELPV target cells (general and hard, M = 10 and 1, seeds 0–4) "
+                 "**of the test split**: the same cells and seeds the book reports for ELPV, so the `cpu` profile's "
+                 "ELPV numbers were selected on their own test data and are optimistic (the Deviations page says "
+                 "which choice each row made). Measured by `python benchmarks/bench_elpv_cpu.py choices --only NAME "
+                 "--seeds 0,1,2,3,4`."))
+    choices = choice_table(results)
+    if "error" in choices:
+        for _, row in choices[choices["error"].notna()].iterrows():
+            _display(_md(f"`{row['file']}`: {row['error']}"))
+        choices = choices[choices["error"].isna()]
+    if choices.empty:
+        _display(_md(render.not_run_line("choices measured on ELPV",
+                                         "python benchmarks/bench_elpv_cpu.py choices --seeds 0,1,2,3,4")))
+        return
+    view = pd.DataFrame({"choice": choices["choice"], "profile fields": choices["profile fields"],
+                         "cell": choices["cell"],
+                         "AUC mean ± sd": [f"{m:.3f} ± {s:.3f}" for m, s in zip(choices["AUC mean"], choices["AUC sd"])],
+                         "runs": choices["runs"], "paper DPDL": choices["paper DPDL"],
+                         "best baseline (paper)": choices["best baseline"]})
+    _display(styled(view))
+    cells = list(dict.fromkeys(choices["cell"]))
+    names = list(dict.fromkeys(choices["choice"]))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        d = choices[choices["choice"] == name].set_index("cell").reindex(cells)
+        ax.bar([c + i * width for c in range(len(cells))], d["AUC mean"], width, yerr=d["AUC sd"], capsize=2,
+               label=name)
+    ref = choices.drop_duplicates("cell").set_index("cell").reindex(cells)
+    for c, cell in enumerate(cells):
+        ax.hlines(ref.loc[cell, "best baseline"], c - 0.1, c + 0.9, colors="k", linestyles="--",
+                  label="best baseline (paper)" if c == 0 else None)
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cells))], cells)
+    ax.set_ylabel("AUC (mean ± sd over seeds)")
+    ax.set_ylim(0.5, 1.0)
+    ax.set_title("ELPV: the measured choices")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    plt.show()

@@ -6,17 +6,17 @@ Eq. (23) by name; ``score(x)`` the inference score S = S_a + S_r − S_n.
 
 Decisions (see also :mod:`dpdl.bridge`, :mod:`dpdl.heads`, :mod:`dpdl.prototypes`):
 
-* ``dpl_scale="per_dim"`` (default) multiplies L^n_DPL and L^a_DPL by ε/D so they are O(1) next to the
-  MIL losses (raw they are O(D/ε) ≈ 10⁸ at the paper's settings, and the backbone/adapter is shared by all
-  terms, so Adam's per-parameter scale invariance does not help); ``"none"`` is the paper's raw sum.
+* ``dpl_scale="per_dim"`` (default; printed reading only) multiplies L^n_DPL and L^a_DPL by ε/D so they are
+  O(1) next to the MIL losses (raw they are O(D/ε) ≈ 10⁸ at the paper's settings, and the backbone/adapter is
+  shared by all terms, so Adam's per-parameter scale invariance does not help); ``"none"`` is the raw sum.
 * DPL over a batch: L^n over its normal rows, L^a over its anomaly rows (0 when the batch has none, and
   likewise L^n = 0 without normal rows).
 * DFL over the flattened features of the whole batch (U = N + M of the batch; 0 if U < 2).
 * ``use_dpl=False`` ("no_dpl"): no DPL terms, and the prototypes stay at their VQ initialisation (M_r
   still uses them, detached, so no loss term updates them).
 * M_n is trained on the normality target 1 − y (so that S = S_a + S_r − S_n is an anomaly score).
-* M_r at training time uses a sample of the plan, at evaluation time its most probable mean
-  (``residual_sample``).
+* With ``residual="plan"``, M_r at training time uses a sample of the plan, at evaluation time its most
+  probable mean (``residual_sample``); the default ``"nearest"`` is deterministic.
 
 Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each stored in the run record's
 ``dpdl_config``; issue 12 measured them on validation splits, see book/method.md):

@@ -94,6 +94,8 @@ __all__ = [
     "dpl_normal_loss",
     "dpl_anomaly_loss",
     "dpl_losses",
+    "soft_distance",
+    "dpl_margin_losses",
 ]
 
 
@@ -269,4 +271,37 @@ def dpl_losses(x_n: Tensor | None, x_a: Tensor | None, log_alpha: Tensor, mu: Te
 
     ln = (mean_ln(x_n) - lp_mu).to(ref.dtype) if x_n is not None and len(x_n) else None
     la = (lp_mu - mean_ln(x_a)).to(ref.dtype) if x_a is not None and len(x_a) else None
+    return ln, la
+
+
+# ------------------------------------------------------------------------------------------- the "margin" reading
+def soft_distance(y: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
+    """d(y) = −2ε [log φ1(y) + (D/2) log 2πε]: the potential of Eq. (8) as a soft squared distance.
+
+    Exactly d(y) = −2ε log Σ_c exp(−d_c(y)/2ε) with d_c(y) = ‖y − µ_c‖²_{σ_c} + ε Σ_d log σ_cd − 2ε log α_c, a
+    soft-min at temperature 2ε of the Mahalanobis distances to the prototypes (ε → 0: the nearest one).
+    y (B, D) → (B,) (float64 inside, returned in y's dtype).
+    """
+    D = y.shape[1]
+    return (-2.0 * eps * (_log_potential64(y, log_alpha, mu, sigma, eps) + 0.5 * D * math.log(2.0 * math.pi * eps))
+            ).to(y.dtype)
+
+
+def dpl_margin_losses(x_n: Tensor | None, x_a: Tensor | None, log_alpha: Tensor, mu: Tensor, sigma: Tensor,
+                      eps: float, margin: float) -> tuple[Tensor | None, Tensor | None]:
+    """Reading ``dpl_loss="margin"`` of Eqs. (16)–(17): the normal features are the bridge's target samples.
+
+    L^n = mean_i d(x^n_i)  (LightSB's −E_{y∼p1} log φ1(y) with p1 = the normal features, up to 2ε and a constant:
+    the prototypes model the normal features and the normal features are drawn to them);
+    L^a = mean_i max(0, m + d̄^n − d(x^a_i)), d̄^n = mean_j d(x^n_j) of the batch, detached (0 without normal rows):
+    anomalies pushed until they lie a margin m beyond the normal features — a bounded push.
+    x_n (N, D), x_a (M, D) → (L^n, L^a), a term None when its rows are None/empty.
+    """
+    ln = la = None
+    ref = 0.0
+    if x_n is not None and len(x_n):
+        d_n = soft_distance(x_n, log_alpha, mu, sigma, eps)
+        ln, ref = d_n.mean(), d_n.mean().detach()
+    if x_a is not None and len(x_a):
+        la = torch.relu(margin + ref - soft_distance(x_a, log_alpha, mu, sigma, eps)).mean()
     return ln, la

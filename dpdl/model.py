@@ -6,17 +6,33 @@ Eq. (23) by name; ``score(x)`` the inference score S = S_a + S_r − S_n.
 
 Decisions (see also :mod:`dpdl.bridge`, :mod:`dpdl.heads`, :mod:`dpdl.prototypes`):
 
-* ``dpl_scale="per_dim"`` (default) multiplies L^n_DPL and L^a_DPL by ε/D so they are O(1) next to the
-  MIL losses (raw they are O(D/ε) ≈ 10⁸ at the paper's settings, and the backbone/adapter is shared by all
-  terms, so Adam's per-parameter scale invariance does not help); ``"none"`` is the paper's raw sum.
+* ``dpl_scale="per_dim"`` (default; printed reading only) multiplies L^n_DPL and L^a_DPL by ε/D so they are
+  O(1) next to the MIL losses (raw they are O(D/ε) ≈ 10⁸ at the paper's settings, and the backbone/adapter is
+  shared by all terms, so Adam's per-parameter scale invariance does not help); ``"none"`` is the raw sum.
 * DPL over a batch: L^n over its normal rows, L^a over its anomaly rows (0 when the batch has none, and
   likewise L^n = 0 without normal rows).
 * DFL over the flattened features of the whole batch (U = N + M of the batch; 0 if U < 2).
 * ``use_dpl=False`` ("no_dpl"): no DPL terms, and the prototypes stay at their VQ initialisation (M_r
   still uses them, detached, so no loss term updates them).
 * M_n is trained on the normality target 1 − y (so that S = S_a + S_r − S_n is an anomaly score).
-* M_r at training time uses a sample of the plan, at evaluation time its most probable mean
-  (``residual_sample``).
+* With ``residual="plan"``, M_r at training time uses a sample of the plan, at evaluation time its most
+  probable mean (``residual_sample``); the default ``"nearest"`` is deterministic.
+
+Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each stored in the run record's
+``dpdl_config``; issue 12 measured them on validation splits, see book/method.md):
+
+* ``alpha_param``: ``"softmax"`` α = softmax(θ); ``"eps_scaled"`` α = softmax(θ/ε) (LightSB's log α/ε).
+* ``bridge_input``: ``"raw"`` x; ``"unit"`` x̂ = x/‖x‖₂ (over D) before the bridge, the DPL terms, the VQ
+  initialisation (Eq. 15) and the residual (then the potential is bounded: ‖x̂‖ = 1).
+* ``dpl_loss``: ``"printed"`` Eqs. (16)–(17) as printed (LightSB's KL with µ_c as target samples; ×``dpl_scale``);
+  ``"margin"`` L^n = mean d(x̂ⁿ), L^a = mean max(0, m + d̄ⁿ − d(x̂ᵃ)) with d = −2ε log φ1 + const
+  (:func:`dpdl.bridge.dpl_margin_losses`).  Both are multiplied by ``dpl_weight``.
+* ``residual``: ``"plan"`` (ψ_p(x) − µ_{c*})/σ_{c*} with ψ_p the plan's endpoint (collapses to x when c* is the
+  plan's component); ``"nearest"`` (x̃ − µ_{c*})/σ_{c*}, c* = argmax_c N(x̃; µ_c, εσ_c), the residual against the
+  nearest prototype (x̃ = x̂ rescaled by ‖x‖ when ``bridge_input="unit"``).
+* ``log_sigma_bound`` b > 0: σ = exp(b tanh(θ_σ/b)) ∈ [e^−b, e^b] (0: unbounded).
+* ``prototype_decay``: False exempts µ, log σ and α from the optimiser's weight decay
+  (:meth:`DPDLModel.no_decay_parameters`).
 """
 from __future__ import annotations
 
@@ -32,11 +48,13 @@ from dpdl.dispersion import dispersion_loss
 from dpdl.heads import NormalHead, TopKHead, deviation_loss, prototype_residual
 from dpdl.prototypes import MultiGaussianPrototypes, vq_codebook
 
-__all__ = ["DPDLConfig", "DPDLModel", "check_finite", "LOSS_TERMS", "PAPER_DEFAULTS"]
+__all__ = ["DPDLConfig", "DPDLModel", "check_finite", "LOSS_TERMS", "PAPER_DEFAULTS", "PRINTED_READING", "READINGS"]
 
 LOSS_TERMS = ("ma", "mn", "mr", "dpl_n", "dpl_a", "dfl", "total")
 BINARY_LOSSES = ("bce", "deviation")
 _HEADS = ("n", "a", "r")
+READINGS = {"alpha_param": ("softmax", "eps_scaled"), "bridge_input": ("raw", "unit"),
+            "dpl_loss": ("printed", "margin"), "residual": ("plan", "nearest")}
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,16 @@ class DPDLConfig:
     residual_sample: bool = True
     vq_iters: int = 50
     alpha_init: str = "proportions"
+    # the reading of Eqs. (8)-(17), (22) (issue 12; the module docstring and book/method.md give each equation);
+    # PRINTED_READING below restores the code before issue 12
+    alpha_param: str = "eps_scaled"
+    bridge_input: str = "unit"
+    dpl_loss: str = "margin"
+    dpl_margin: float = 0.1
+    dpl_weight: float = 1.0
+    residual: str = "nearest"
+    log_sigma_bound: float = 3.0
+    prototype_decay: bool = False
 
     def __post_init__(self):
         heads = self.heads
@@ -86,7 +114,18 @@ class DPDLConfig:
             raise ValueError(f"vq_iters must be an integer >= 1, got {self.vq_iters!r}")
         if self.alpha_init not in ("proportions", "uniform"):
             raise ValueError(f"alpha_init must be 'proportions' or 'uniform', got {self.alpha_init!r}")
+        for name, allowed in READINGS.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("dpl_margin", "dpl_weight", "log_sigma_bound"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
 
+
+# The readings as the paper prints them (the code before issue 12): unbounded L^a, no prototype in the test score.
+PRINTED_READING = {"alpha_param": "softmax", "bridge_input": "raw", "dpl_loss": "printed", "residual": "plan",
+                   "log_sigma_bound": 0.0, "prototype_decay": True}
 
 # The paper's hyper-parameters (Sec. 5.2): the one place every other module (train, study, book, tables) reads.
 PAPER_DEFAULTS = {"prototypes": DPDLConfig.prototypes, "eps": DPDLConfig.eps, "kappa": DPDLConfig.kappa,
@@ -114,7 +153,9 @@ class DPDLModel(nn.Module):
         self.cfg = cfg
         self.in_channels, self.feat_hw = int(in_channels), (H, W)
         self.D = self.in_channels * H * W
-        self.prototypes = MultiGaussianPrototypes(cfg.prototypes, self.D)
+        self.prototypes = MultiGaussianPrototypes(cfg.prototypes, self.D,
+                                                  alpha_temperature=cfg.eps if cfg.alpha_param == "eps_scaled" else 1.0,
+                                                  log_sigma_bound=cfg.log_sigma_bound)
         self.head_a = TopKHead(in_channels, cfg.topk_ratio) if "a" in cfg.heads else None
         self.head_n = NormalHead(in_channels, cfg.normal_hidden) if "n" in cfg.heads else None
         self.head_r = TopKHead(in_channels, cfg.topk_ratio) if "r" in cfg.heads else None
@@ -126,7 +167,7 @@ class DPDLModel(nn.Module):
     def init_prototypes(self, normal_feats: Tensor, generator: torch.Generator | None = None):
         """Eq. (15): VQ codebook of the flattened normal features (N, Cf, H, W) → µ; σ = 1; α (see prototypes)."""
         self._check_x(normal_feats)
-        cb = vq_codebook(normal_feats.flatten(1).float(), self.cfg.prototypes, iters=self.cfg.vq_iters,
+        cb = vq_codebook(self.to_bridge(normal_feats.flatten(1).float()), self.cfg.prototypes, iters=self.cfg.vq_iters,
                          generator=generator)
         self.prototypes.init_from_codebook(cb, alpha=self.cfg.alpha_init)
         return cb
@@ -136,6 +177,14 @@ class DPDLModel(nn.Module):
         if not self.cfg.use_dpl:      # "no_dpl": frozen at the VQ initialisation
             la, mu, sigma = la.detach(), mu.detach(), sigma.detach()
         return la, mu, sigma
+
+    def to_bridge(self, flat: Tensor) -> Tensor:
+        """The bridge's input for flattened features (B, D): x, or x̂ = x/‖x‖₂ (``bridge_input="unit"``)."""
+        return F.normalize(flat, dim=1, eps=1e-12) if self.cfg.bridge_input == "unit" else flat
+
+    def no_decay_parameters(self) -> list:
+        """Parameters the optimiser should not weight-decay: the prototypes when ``prototype_decay`` is False."""
+        return [] if self.cfg.prototype_decay else list(self.prototypes.parameters())
 
     def _require_init(self):
         if getattr(self, "_init_seen", False):   # checked once: reading the CUDA buffer is a host sync
@@ -156,8 +205,16 @@ class DPDLModel(nn.Module):
         if sample is None:
             sample = self.training and self.cfg.residual_sample
         la, mu, sigma = self._proto_params()
-        r, c_plan, c_star = prototype_residual(x.flatten(1), la, mu, sigma, self.cfg.eps, sample=sample,
-                                               generator=generator)
+        flat = x.flatten(1)
+        xb = self.to_bridge(flat)
+        if self.cfg.residual == "nearest":
+            with torch.no_grad():
+                c_star = bridge._component_log_density(xb, mu, sigma, self.cfg.eps).argmax(dim=1)
+            r, c_plan = (xb - mu[c_star]) / sigma[c_star], c_star
+        else:
+            r, c_plan, c_star = prototype_residual(xb, la, mu, sigma, self.cfg.eps, sample=sample, generator=generator)
+        if self.cfg.bridge_input == "unit":       # back to the feature's scale, so M_r sees inputs like M_a's
+            r = r * flat.norm(dim=1, keepdim=True)
         return r.view_as(x), c_plan, c_star
 
     def head_logits(self, x: Tensor) -> dict[str, Tensor]:
@@ -206,7 +263,8 @@ class DPDLModel(nn.Module):
         """Every term of Eq. (23) that is switched on, by name, plus "total".
 
         x (B, Cf, H, W), y (B,) in {0, 1} (1 = anomaly).  total = L_Ma + L_Mn + L_Mr + L^n_DPL + L^a_DPL
-        + λ L_DFL; the DPL terms are multiplied by ε/D when ``dpl_scale="per_dim"``.
+        + λ L_DFL; the DPL terms (reading ``dpl_loss``) are multiplied by ``dpl_weight``, and the printed ones also by
+        ε/D (ε for unit inputs) when ``dpl_scale="per_dim"``.
         """
         self._check_x(x)
         y = y.to(x.dtype).reshape(-1)
@@ -225,10 +283,16 @@ class DPDLModel(nn.Module):
         if cfg.use_dpl:
             self._require_init()
             la, mu, sigma = self.prototypes.params()
-            scale = cfg.eps / self.D if cfg.dpl_scale == "per_dim" else 1.0
+            xb = self.to_bridge(flat)
             normal, anomal = y < 0.5, y >= 0.5
             zero = flat.sum() * 0.0
-            ln, la_ = bridge.dpl_losses(flat[normal], flat[anomal], la, mu, sigma, cfg.eps)
+            if cfg.dpl_loss == "margin":
+                scale = cfg.dpl_weight
+                ln, la_ = bridge.dpl_margin_losses(xb[normal], xb[anomal], la, mu, sigma, cfg.eps, cfg.dpl_margin)
+            else:
+                per_dim = cfg.eps / (1.0 if cfg.bridge_input == "unit" else self.D)
+                scale = cfg.dpl_weight * (per_dim if cfg.dpl_scale == "per_dim" else 1.0)
+                ln, la_ = bridge.dpl_losses(xb[normal], xb[anomal], la, mu, sigma, cfg.eps)
             terms["dpl_n"] = scale * ln if ln is not None else zero     # Eq. (16)
             terms["dpl_a"] = scale * la_ if la_ is not None else zero   # Eq. (17)
         if cfg.use_dfl:

@@ -109,14 +109,20 @@ def vq_codebook(feats: Tensor, C: int, iters: int = 50, generator: torch.Generat
 class MultiGaussianPrototypes(nn.Module):
     """P_MGP of Eq. (8): C diagonal Gaussians {α_c, µ_c, σ_c} in R^D.
 
-    Parameters: logits_alpha (C,), mu (C, D), log_sigma (C, D); α = softmax(logits_alpha), σ = exp(log_sigma).
+    Parameters: logits_alpha (C,), mu (C, D), log_sigma (C, D).  α = softmax(logits_alpha / alpha_temperature)
+    (``alpha_temperature = ε`` is LightSB's log α/ε parameterisation: a step of Adam moves log α by lr/ε instead of
+    lr); σ = exp(log_sigma), or exp(b·tanh(log_sigma/b)) with ``log_sigma_bound = b > 0`` (σ ∈ [e^−b, e^b]).
     """
 
-    def __init__(self, C: int, D: int):
+    def __init__(self, C: int, D: int, alpha_temperature: float = 1.0, log_sigma_bound: float = 0.0):
         super().__init__()
         if C < 1 or D < 1:
             raise ValueError(f"C and D must be >= 1, got C={C}, D={D}")
+        if not alpha_temperature > 0 or not log_sigma_bound >= 0:
+            raise ValueError(f"alpha_temperature must be > 0 and log_sigma_bound >= 0, got {alpha_temperature}, "
+                             f"{log_sigma_bound}")
         self.C, self.D = C, D
+        self.alpha_temperature, self.log_sigma_bound = float(alpha_temperature), float(log_sigma_bound)
         self.logits_alpha = nn.Parameter(torch.zeros(C))
         self.mu = nn.Parameter(torch.zeros(C, D))
         self.log_sigma = nn.Parameter(torch.zeros(C, D))       # σ = I (paper)
@@ -125,16 +131,17 @@ class MultiGaussianPrototypes(nn.Module):
     @property
     def log_alpha(self) -> Tensor:
         """log α (C,), normalised."""
-        return torch.log_softmax(self.logits_alpha, dim=0)
+        return torch.log_softmax(self.logits_alpha / self.alpha_temperature, dim=0)
 
     @property
     def alpha(self) -> Tensor:
-        return torch.softmax(self.logits_alpha, dim=0)
+        return torch.exp(self.log_alpha)
 
     @property
     def sigma(self) -> Tensor:
-        """σ (C, D) > 0, the diagonal of Σ_c (component covariance is ε·σ_c)."""
-        return torch.exp(self.log_sigma)
+        """σ (C, D) > 0, the diagonal of Σ_c (component covariance is ε·σ_c); bounded when log_sigma_bound > 0."""
+        b = self.log_sigma_bound
+        return torch.exp(b * torch.tanh(self.log_sigma / b) if b > 0 else self.log_sigma)
 
     def params(self) -> tuple[Tensor, Tensor, Tensor]:
         """(log_alpha, mu, sigma), the argument triple of every :mod:`dpdl.bridge` function."""
@@ -159,7 +166,7 @@ class MultiGaussianPrototypes(nn.Module):
         self.log_sigma.zero_()
         if alpha == "proportions" and isinstance(codebook, Codebook):
             p = codebook.counts.to(torch.float64).clamp_min(0.5)
-            self.logits_alpha.copy_(torch.log(p / p.sum()).to(self.logits_alpha.dtype))
+            self.logits_alpha.copy_((self.alpha_temperature * torch.log(p / p.sum())).to(self.logits_alpha.dtype))
         elif alpha in ("uniform", "proportions"):
             self.logits_alpha.zero_()
         else:

@@ -74,6 +74,7 @@ class RunConfig:
     weights: str | None = None           # backbone weight file (ResNet-18: else $DPDL_RESNET18_WEIGHTS / hub cache)
     overrides: dict = field(default_factory=dict)  # profile fields changed for this run (tuning, benchmarks)
     overwrite: bool = False              # replace an existing finished out/run.json
+    eval_on: str = "test"                # "val": train on the reduced training split, score its validation split
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -222,22 +223,28 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
         raise ValueError("profile field scales applies to image mode only (a profile without feature_cache)")
     if profile.optimizer not in ("adamw", "adam"):
         raise ValueError(f"profile field optimizer must be 'adamw' or 'adam', got {profile.optimizer!r}")
+    if cfg.eval_on not in ("test", "val"):
+        raise ValueError(f"eval_on must be 'test' or 'val', got {cfg.eval_on!r}")
     method_options(cfg, profile)
     resolve_device(profile.device)
     return profile, backbone
 
 
 def _split(cfg: RunConfig):
-    from .data import make_split
-    return make_split(cfg.dataset, setting=cfg.setting, anomalies=int(cfg.anomalies), seed=int(cfg.seed),
-                      known_class=cfg.known_class, data_root=cfg.data_root)
+    from .data import make_split, validation_split
+    split = make_split(cfg.dataset, setting=cfg.setting, anomalies=int(cfg.anomalies), seed=int(cfg.seed),
+                       known_class=cfg.known_class, data_root=cfg.data_root)
+    return validation_split(split, int(cfg.seed)) if cfg.eval_on == "val" else split
 
 
 def _optimizer(net: nn.Module, profile: Profile):
     """The profile's optimiser (AdamW, the paper's; or Adam, DRA's) and StepLR when ``lr_step`` > 0."""
     params = [p for p in net.parameters() if p.requires_grad]
+    skip = {id(p) for p in getattr(getattr(net, "method", None), "no_decay_parameters", list)()}  # DPDL's option
+    groups = [{"params": [p for p in params if id(p) not in skip]},
+              {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0}]
     cls = torch.optim.AdamW if profile.optimizer == "adamw" else torch.optim.Adam
-    opt = cls(params, lr=profile.lr, weight_decay=profile.weight_decay)
+    opt = cls([g for g in groups if g["params"]], lr=profile.lr, weight_decay=profile.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, profile.lr_step, profile.lr_gamma) if profile.lr_step else None
     return opt, sched
 

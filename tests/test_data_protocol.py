@@ -169,3 +169,35 @@ def test_synthetic_lives_in_the_cache(synthetic_root):
     assert synthetic_root.is_relative_to(paths.cache_dir() / "synthetic")
     assert (synthetic_root / "params.json").is_file()
     assert get_dataset("synthetic").available() == (True, "generated (synthetic textures, cached)")
+
+
+# ---------------------------------------------------------------------------------------------- validation split
+
+def test_validation_split_uses_training_data_only(synthetic_root):
+    from dpdl.data import validation_split
+    split = make_split("synthetic", "general", anomalies=10, seed=3)
+    val = validation_split(split, seed=3)
+    train_keys = set(keys(split.train))
+    assert set(keys(val.train)) | set(keys(val.test)) == train_keys        # a partition of the training part
+    assert not set(keys(val.train)) & set(keys(val.test))
+    assert not set(keys(val.train) + keys(val.test)) & set(keys(split.test))  # no test image anywhere
+    assert (len(val.test_normal), len(val.train_normal)) == (25, 75)         # a quarter of 100 training normals
+    assert (len(val.test_anomaly), len(val.train_anomaly), val.anomalies) == (5, 5, 5)
+    other = validation_split(split, seed=3, fold=1)                           # the two folds swap the anomalies
+    assert set(keys(other.test_anomaly)) == set(keys(val.train_anomaly))
+    assert keys(other.test_normal) == keys(val.test_normal)
+    assert val.fingerprint == validation_split(split, seed=3).fingerprint     # deterministic
+    assert val.fingerprint != validation_split(split, seed=4).fingerprint
+
+
+def test_validation_split_m1_holds_the_anomaly_out_and_ignores_order(synthetic_root):
+    from dataclasses import replace
+
+    from dpdl.data import validation_split
+    split = make_split("synthetic", "hard", known_class="spot", anomalies=1, seed=0)
+    val = validation_split(split, seed=0)
+    assert keys(val.test_anomaly) == keys(split.train_anomaly) and val.train_anomaly == [] and val.anomalies == 0
+    shuffled = replace(split, train_normal=split.train_normal[::-1], fingerprint="")
+    assert validation_split(shuffled, seed=0).fingerprint == val.fingerprint  # listing order does not matter
+    with pytest.raises(ValueError, match="fold"):
+        validation_split(split, seed=0, fold=2)

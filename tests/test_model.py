@@ -7,14 +7,15 @@ import torch.nn.functional as F
 
 from dpdl import bridge
 from dpdl.dispersion import dispersion_loss
-from dpdl.model import DPDLConfig, DPDLModel, check_finite
+from dpdl.model import PRINTED_READING, DPDLConfig, DPDLModel, check_finite
 
 CF, HW = 8, (5, 5)
+P = PRINTED_READING        # these tests check the printed Eqs. (16)-(17), (22); tests/test_readings.py the others
 
 
 def make(cfg=None, seed=0, n=30):
     torch.manual_seed(seed)
-    m = DPDLModel(CF, HW, cfg or DPDLConfig(prototypes=4, eps=0.05))
+    m = DPDLModel(CF, HW, cfg or DPDLConfig(prototypes=4, eps=0.05, **P))
     g = torch.Generator().manual_seed(seed)
     normal = torch.relu(torch.randn(n, CF, *HW, generator=g))
     m.init_prototypes(normal, generator=torch.Generator().manual_seed(0))
@@ -47,11 +48,12 @@ def test_config_defaults_and_heads_string():
     c = DPDLConfig()
     assert (c.prototypes, c.eps, c.kappa, c.lam, c.use_dpl, c.use_dfl, c.heads, c.topk_ratio, c.dpl_scale,
             c.binary_loss) == (32, 1e-3, 10.0, 1.0, True, True, ("n", "a", "r"), 0.1, "per_dim", "deviation")
+    assert (c.alpha_param, c.bridge_input, c.dpl_loss, c.residual) == ("eps_scaled", "unit", "margin", "nearest")
     assert DPDLConfig(heads="r,a").heads == ("a", "r")
 
 
 def test_losses_are_the_terms_of_eq23():
-    m = make(DPDLConfig(prototypes=4, eps=0.05, lam=0.7, binary_loss="bce"))
+    m = make(DPDLConfig(prototypes=4, eps=0.05, lam=0.7, binary_loss="bce", **P))
     x, y = batch()
     m.eval()                                       # deterministic residual so the terms can be recomputed
     terms = m.losses(x, y)
@@ -67,7 +69,7 @@ def test_losses_are_the_terms_of_eq23():
     torch.testing.assert_close(terms["dfl"], dispersion_loss(flat, 10.0))
     expect = terms["ma"] + terms["mn"] + terms["mr"] + terms["dpl_n"] + terms["dpl_a"] + 0.7 * terms["dfl"]
     torch.testing.assert_close(terms["total"], expect)
-    raw = make(DPDLConfig(prototypes=4, eps=0.05, dpl_scale="none"))
+    raw = make(DPDLConfig(prototypes=4, eps=0.05, dpl_scale="none", **P))
     raw.eval()
     rt = raw.losses(x, y)
     assert rt["dpl_n"].item() == pytest.approx(terms["dpl_n"].item() / scale, rel=1e-4)
@@ -81,7 +83,7 @@ def test_batch_without_anomalies_has_zero_anomaly_term():
 
 
 def test_no_dpl_removes_terms_and_freezes_prototypes():
-    m = make(DPDLConfig(prototypes=4, eps=0.05, use_dpl=False))
+    m = make(DPDLConfig(prototypes=4, eps=0.05, use_dpl=False, **P))
     mu0 = m.prototypes.mu.detach().clone()
     x, y = batch()
     t = m.losses(x, y)
@@ -103,7 +105,7 @@ def test_no_dpl_removes_terms_and_freezes_prototypes():
 
 def test_no_dfl_removes_term():
     x, y = batch()
-    m = make(DPDLConfig(prototypes=4, eps=0.05, use_dfl=False))
+    m = make(DPDLConfig(prototypes=4, eps=0.05, use_dfl=False, **P))
     m.eval()
     t = m.losses(x, y)
     assert "dfl" not in t
@@ -112,7 +114,7 @@ def test_no_dfl_removes_term():
 
 def test_heads_subset_removes_params_and_changes_score():
     x, y = batch()
-    m = make(DPDLConfig(prototypes=4, eps=0.05, heads=("a",)))
+    m = make(DPDLConfig(prototypes=4, eps=0.05, heads=("a",), **P))
     assert m.head_n is None and m.head_r is None
     t = m.losses(x, y)
     assert {"mn", "mr"}.isdisjoint(t) and "ma" in t
@@ -124,7 +126,7 @@ def test_heads_subset_removes_params_and_changes_score():
     torch.testing.assert_close(full.score(x), lo["a"] + lo["r"] - lo["n"])
     out = full(x)
     assert set(out) == {"a", "n", "r", "score"}
-    m_nr = make(DPDLConfig(prototypes=4, eps=0.05, heads=("n", "r")))
+    m_nr = make(DPDLConfig(prototypes=4, eps=0.05, heads=("n", "r"), **P))
     m_nr.losses(x, y)["total"].backward()
     assert m_nr.head_a is None and m_nr.head_n.fc1.weight.grad is not None
     m_nr.eval()
@@ -162,10 +164,11 @@ def test_check_finite():
         DPDLModel.check_finite({"total": torch.tensor(float("inf"))}, 1)
 
 
-def test_paper_settings_finite_float32():
+@pytest.mark.parametrize("reading", [PRINTED_READING, {}], ids=["printed", "default"])
+def test_paper_settings_finite_float32(reading):
     """x (B, 512, 14, 14): D = 100352, C = 32, ε = 1e-3, κ = 10; total and every gradient finite."""
     torch.manual_seed(0)
-    m = DPDLModel(512, (14, 14), DPDLConfig())
+    m = DPDLModel(512, (14, 14), DPDLConfig(**reading))
     g = torch.Generator().manual_seed(0)
     m.init_prototypes(torch.relu(torch.randn(40, 512, 14, 14, generator=g)), generator=torch.Generator().manual_seed(0))
     x = torch.relu(torch.randn(6, 512, 14, 14, generator=g)).requires_grad_(True)
@@ -182,7 +185,7 @@ def test_paper_settings_finite_float32():
 
 def test_deviation_binary_loss_is_used_for_every_head():
     from dpdl.heads import deviation_loss
-    m = make(DPDLConfig(prototypes=4, eps=0.05, binary_loss="deviation"))
+    m = make(DPDLConfig(prototypes=4, eps=0.05, binary_loss="deviation", **P))
     x, y = batch()
     m.eval()
     terms, lo = m.losses(x, y), m.head_logits(x)

@@ -184,3 +184,26 @@ def test_profile_choice_fields_are_checked_and_recorded(tmp_path, smoke_run):
     assert rec["status"] == "ok" and rec["dpdl_config"]["binary_loss"] == "deviation"
     assert rec["profile_settings"]["feature_aug"] == "d4" and rec["profile_settings"]["pseudo_slots"] == "normal"
     assert rec["batch"] == {"normal": 8, "seen": 8, "pseudo": 8, "reference": 0}   # smoke batch 24: DRA's thirds
+
+
+def test_eval_on_val_scores_the_validation_split_and_prototypes_skip_weight_decay(synthetic_root):
+    from dpdl.data import make_split, validation_split
+    from dpdl.config import get_profile
+    from dpdl.train import _optimizer
+    with pytest.raises(ValueError, match="eval_on"):
+        run(RunConfig("synthetic", profile="smoke", eval_on="train"), progress=False)
+    rec = run(RunConfig("synthetic", profile="smoke", anomalies=4, seed=1, eval_on="val",
+                        method_options={"dpl_margin": 0.2}), progress=False)
+    val = validation_split(make_split("synthetic", anomalies=4, seed=1), 1)
+    assert rec["status"] == "ok" and rec["split"]["fingerprint"] == val.fingerprint
+    assert rec["split"]["test_normal"] == 25 and rec["split"]["test_anomaly"] == 2   # no test image scored
+    assert rec["dpdl_config"]["dpl_margin"] == 0.2 and rec["dpdl_config"]["dpl_loss"] == "margin"
+    from dpdl.methods import build_method
+    from dpdl.net import Adapter, Net
+    for decay in (True, False):
+        net = Net(Adapter(4, 0), build_method("dpdl", 4, (3, 3), {"prototype_decay": decay}))
+        opt, _ = _optimizer(net, get_profile("smoke"))
+        protos = {id(p) for p in net.method.prototypes.parameters()}
+        wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        assert all(wd[i] == (get_profile("smoke").weight_decay if decay else 0.0) for i in protos)
+        assert any(v > 0 for k, v in wd.items() if k not in protos)

@@ -8,7 +8,7 @@ x = load_image(split.train_anomaly[0], 224)   # float tensor (3, 224, 224) in [0
 Where each dataset's files must be: :mod:`dpdl.data.sources`. The protocol: :mod:`dpdl.data.protocol`.
 """
 from .images import IMAGE_EXTENSIONS, list_images, load_image, load_pil, open_rgb
-from .protocol import SETTINGS, hard_settings, make_split, split_normals
+from .protocol import SETTINGS, hard_settings, make_split, split_normals, validation_split
 from .registry import DATASET_NAMES, MVTEC_CLASSES, REGISTRY, Dataset, DatasetSpec, get_dataset, list_datasets
 from .samples import NORMAL_CLASS, Pool, Sample, Split
 from .sources import band_boxes, rasterise_polygons
@@ -20,4 +20,5 @@ __all__ = [
     "Dataset", "DatasetSpec", "Pool", "Sample", "Split", "SyntheticParams",
     "band_boxes", "dataset_stats", "get_dataset", "hard_settings", "list_datasets", "list_images",
     "load_image", "load_pil", "make_split", "make_synthetic", "open_rgb", "rasterise_polygons", "split_normals",
+    "validation_split",
 ]

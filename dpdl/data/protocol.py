@@ -124,6 +124,39 @@ def make_split(dataset: str | Dataset, setting: str = "general", anomalies: int 
                  test_anomaly=test_anomaly, test_anomaly_classes=sorted({s.cls for s in test_anomaly}))
 
 
+VAL_NORMAL_SHARE = 0.25
+VAL_SEED_OFFSET = 104729
+
+
+def validation_split(split: Split, seed: int = 0, fold: int = 0) -> Split:
+    """A validation split built from ``split``'s training part only (the test images are not touched).
+
+    Validation normals: a quarter of the training normals (round, at least 1, at most all but one); validation
+    anomalies: the seen anomalies of fold ``fold`` of 2 (every second one of the seeded order, starting at
+    ``fold``); with M = 1 the one seen anomaly is held out, and training uses pseudo anomalies only.  Both draws
+    sort by key first, then shuffle with ``numpy.random.RandomState(seed + 104729)``.  The result is a
+    :class:`Split` whose "test" lists are the validation samples (``test_anomaly_classes`` theirs) and whose
+    training lists are what is left; ``setting``/``known_class``/``seed`` are ``split``'s and ``anomalies`` the
+    number of seen anomalies left for training (0 when M = 1).
+    """
+    seed, fold = _as_int(seed, "the seed (seed / --seed)"), _as_int(fold, "the validation fold")
+    if fold not in (0, 1):
+        raise ValueError(f"the validation fold must be 0 or 1, got {fold}.")
+    normals = draw(split.train_normal, seed + VAL_SEED_OFFSET)
+    if len(normals) < 2 or not split.train_anomaly:
+        raise ValueError(f"a validation split needs at least 2 training normals and 1 seen anomaly, got "
+                         f"{len(normals)} and {len(split.train_anomaly)}.")
+    n_val = min(max(1, round(VAL_NORMAL_SHARE * len(normals))), len(normals) - 1)
+    anomalies = draw(split.train_anomaly, seed + VAL_SEED_OFFSET)
+    held = anomalies if len(anomalies) == 1 else anomalies[fold::2]
+    kept = [s for s in anomalies if s not in held]
+    held = sorted(held)
+    return Split(dataset=split.dataset, setting=split.setting, known_class=split.known_class, anomalies=len(kept),
+                 seed=split.seed, train_normal=sorted(normals[n_val:]), train_anomaly=sorted(kept),
+                 test_normal=sorted(normals[:n_val]), test_anomaly=held,
+                 test_anomaly_classes=sorted({s.cls for s in held}))
+
+
 def hard_settings(dataset: str, data_root=None) -> list[str]:
     """The known classes of the hard setting (one row each in Tables 2 and 6); ``[]`` for one-class datasets."""
     ds = get_dataset(dataset, data_root)

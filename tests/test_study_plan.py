@@ -142,3 +142,21 @@ def test_table_arithmetic_on_handmade_records(tmp_path):
 def test_default_jobs():
     assert runner.default_jobs("smoke") == max(1, (os.cpu_count() or 1))   # smoke pins one thread per run
     assert runner.default_jobs("paper") == 1
+
+
+def test_a_dpdl_record_made_with_another_reading_is_outdated():
+    from dataclasses import asdict
+    from dpdl.config import get_profile
+    from dpdl.model import PRINTED_READING, DPDLConfig
+    from dpdl.train import RunConfig, method_options
+    cfg = RunConfig("synthetic", profile="smoke")
+    now = method_options(cfg, get_profile("smoke"))
+    rec = {"config": cfg.to_dict(), "profile_settings": get_profile("smoke").to_dict(),
+           "method_options": {**now, "heads": list(now["heads"])}}
+    assert runner.outdated_fields(rec, "smoke") == []
+    old = {k: v for k, v in now.items() if k not in PRINTED_READING}   # a record from before the readings existed
+    assert set(runner.outdated_fields({**rec, "method_options": None, "dpdl_config": old}, "smoke")) == \
+        {f"method:{k}" for k, v in PRINTED_READING.items() if v != asdict(DPDLConfig())[k]}
+    dra = RunConfig("synthetic", profile="smoke", method="dra")
+    assert runner.outdated_fields({"config": dra.to_dict(), "profile_settings": rec["profile_settings"],
+                                   "method_options": method_options(dra, get_profile("smoke"))}, "smoke") == []

@@ -86,7 +86,25 @@ def outdated_fields(record: dict, profile: str) -> list[str]:
     from ..config import get_profile, recorded_value
     current = get_profile(profile).to_dict()
     recorded = record.get("profile_settings") or {}
-    return sorted(k for k, v in current.items() if recorded_value(recorded, k) != v)
+    return sorted(k for k, v in current.items() if recorded_value(recorded, k) != v) + method_changes(record, profile)
+
+
+def method_changes(record: dict, profile: str) -> list[str]:
+    """``method:<field>`` for each field of the method's config that the code now sets otherwise than the record's
+    run had it (a DPDL record without a field made before issue 12 had the printed reading, model.PRINTED_READING)."""
+    from ..config import get_profile
+    from ..model import PRINTED_READING
+    from ..train import RunConfig, method_options
+    cfg = record.get("config") or {}
+    try:
+        run_cfg = RunConfig(**{k: v for k, v in cfg.items() if k in RunConfig.__dataclass_fields__})
+        now = method_options(run_cfg, get_profile(profile, **(run_cfg.overrides or {})))
+    except (TypeError, ValueError):
+        return ["method:config"]
+    had = record.get("method_options") or record.get("dpdl_config") or {}
+    fallback = PRINTED_READING if run_cfg.method == "dpdl" else {}
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  (JSON gives lists)
+    return [f"method:{k}" for k, v in sorted(now.items()) if norm(had.get(k, fallback.get(k, v))) != norm(v)]
 
 
 def _pid_alive(pid: int) -> bool:

@@ -192,7 +192,7 @@ def check_override(name: str, value) -> None:
         raise ValueError(f"{where} must be a word, got {value!r}")
 
 
-def get_profile(name: str, **overrides) -> Profile:
+def get_profile(name: str, /, **overrides) -> Profile:
     """The named profile, with ``overrides`` applied (unknown names and bad values are one clear error)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILES)}")

@@ -129,8 +129,9 @@ def _stop_children(running: dict, grace_s: float) -> list[dict]:
 
 def run_pool(run_ids: Sequence[str], slots: Sequence, argv: Callable[[int, object], list[str]], *,
              on_start: Callable[[str], object] = lambda rid: None, on_finish: Callable[[dict], object] = lambda r: None,
-             grace_s: float = 5.0, poll_s: float = 0.1) -> list[dict]:
-    """Run child ``argv(i, slot)`` for every ``run_ids[i]``, one per free slot; returns the children's summaries.
+             grace_s: float = 5.0, poll_s: float = 0.1, show_output: bool = False) -> list[dict]:
+    """Run child ``argv(i, slot)`` for every ``run_ids[i]``, one per free slot; returns the children's summaries
+    (their stdout's last JSON line; ``show_output``: their stderr goes to ours, e.g. a progress bar).
 
     Raises :class:`Stopped` (with ``.results``: every run that finished) on SIGINT/SIGTERM, after stopping the
     children. Works from the main thread (signals) or any other (then only the caller stops it)."""
@@ -142,7 +143,8 @@ def run_pool(run_ids: Sequence[str], slots: Sequence, argv: Callable[[int, objec
                     with signals_deferred():
                         i, slot = pending.pop(0), free.pop(0)
                         out = tempfile.TemporaryFile()          # no name: nothing is left in $TMPDIR
-                        proc = subprocess.Popen(argv(i, slot), stdout=out, stderr=subprocess.STDOUT,
+                        proc = subprocess.Popen(argv(i, slot), stdout=out,
+                                                stderr=None if show_output else subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, start_new_session=True)
                         running[proc] = (run_ids[i], slot, time.time(), out)
                     on_start(run_ids[i])

@@ -276,19 +276,17 @@ def _gpu_count() -> int:
     return len(_gpu_ids())
 
 
-def warm_feature_cache(todo: list[RunSpec], profile: str, data_root=None, log: Callable[[str], None] = print,
+def warm_feature_cache(datasets: Iterable[str], profile: str, data_root=None, log: Callable[[str], None] = print,
                        progress: bool = True) -> list[dict]:
-    """Fill the feature cache of every dataset in ``todo`` once, in this process and with all cores, before runs
-    start in parallel (otherwise the first parallel runs would all extract the same features).
-
-    Feature-cache profiles only; a dataset whose runs override the backbone is left to its runs."""
+    """Fill the feature cache of each dataset once, with all cores, before runs start in parallel (otherwise the
+    first parallel runs would all extract the same features). Feature-cache profiles only."""
     from ..config import get_profile
     from ..train import prepare_features
 
     if not get_profile(profile).feature_cache:
         return []
     out = []
-    for dataset in sorted({s.dataset for s in todo if "backbone" not in dict(s.overrides)}):
+    for dataset in datasets:
         try:
             info = prepare_features(dataset, profile=profile, data_root=data_root, overrides={"threads": 0},
                                     progress=progress)
@@ -299,6 +297,21 @@ def warm_feature_cache(todo: list[RunSpec], profile: str, data_root=None, log: C
             f"({info.get('misses', 0)} extracted)")
         out.append(info)
     return out
+
+
+def _warm_in_child(todo: list[RunSpec], profile: str, data_root, log, progress: bool) -> None:
+    """:func:`warm_feature_cache` for the datasets of ``todo`` (not those whose runs choose their own backbone), in
+    a child process stopped like a run: the sweep itself never loads a model, so it ends at once when stopped."""
+    from ..config import get_profile
+
+    datasets = sorted({s.dataset for s in todo if "backbone" not in dict(s.overrides)})
+    if not datasets or not get_profile(profile).feature_cache:
+        return
+    root = "" if data_root is None else str(data_root)
+    res = run_pool(["feature cache"], [None], show_output=True,
+                   argv=lambda i, slot: child_argv("--warm", ",".join(datasets), profile, root, int(progress)))[0]
+    for line in res.get("log") or [f"feature cache not prepared: {res.get('error')}"]:
+        log(line)
 
 
 def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, executor: str = "local",
@@ -350,7 +363,7 @@ def _run_locked(specs: list[RunSpec], profile: str, results_dir: Path, *, execut
     elif outdated:
         log(f"rerunning {len(outdated)} finished run(s) made with other {profile}-profile settings")
     if todo and executor == "local":
-        warm_feature_cache(todo, profile, data_root=data_root, log=log, progress=progress)
+        _warm_in_child(todo, profile, data_root, log, progress)
     results: list[dict] = []
     prog = Progress(len(todo), enabled=progress)
     try:
@@ -448,10 +461,18 @@ def study_status(plan, results_dir=None) -> dict:
 
 def _main(argv: list[str]) -> int:
     """``python -m dpdl.study.runner SPEC_JSON PROFILE RESULTS_DIR [DATA_ROOT] [PLOT] [GPU]``: one run; prints its
-    summary as a JSON line (the local executor's child). SIGTERM/SIGINT stop it (exit status 128 + signal); it
+    summary as a JSON line (the local executor's child; ``--warm ...``: :func:`warm_feature_cache`). SIGTERM/SIGINT stop it (exit status 128 + signal); it
     exits too when the sweep that started it is gone."""
     from ..paths import set_tool_config_env
     set_tool_config_env()
+    if argv[0] == "--warm":             # --warm DATASETS PROFILE DATA_ROOT PROGRESS (SIGTERM: its default, exit)
+        exit_with_parent()
+        t0, lines = time.time(), []
+        warm_feature_cache(argv[1].split(","), argv[2], data_root=argv[3] or None, log=lines.append,
+                           progress=argv[4] == "1")
+        print(json.dumps({"run_id": "feature cache", "status": "ok", "error": None, "log": lines,
+                          "seconds": time.time() - t0}), flush=True)
+        return 0
     spec, profile, results_dir = RunSpec.from_dict(json.loads(argv[0])), argv[1], argv[2]
     exit_with_parent(on_exit=lambda: (kill_kernels(), shutil.rmtree(work_dir(spec, profile, results_dir), True)))
     data_root = argv[3] if len(argv) > 3 and argv[3] else None

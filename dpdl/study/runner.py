@@ -461,8 +461,8 @@ def study_status(plan, results_dir=None) -> dict:
 
 def _main(argv: list[str]) -> int:
     """``python -m dpdl.study.runner SPEC_JSON PROFILE RESULTS_DIR [DATA_ROOT] [PLOT] [GPU]``: one run; prints its
-    summary as a JSON line (the local executor's child; ``--warm ...``: :func:`warm_feature_cache`). SIGTERM/SIGINT stop it (exit status 128 + signal); it
-    exits too when the sweep that started it is gone."""
+    summary as a JSON line (the local executor's child; ``--warm ...``: :func:`warm_feature_cache`).
+    SIGTERM/SIGINT stop it (exit status 128 + signal); it exits too when the sweep that started it is gone."""
     from ..paths import set_tool_config_env
     set_tool_config_env()
     if argv[0] == "--warm":             # --warm DATASETS PROFILE DATA_ROOT PROGRESS (SIGTERM: its default, exit)

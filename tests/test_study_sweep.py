@@ -176,7 +176,7 @@ def test_dask_two_workers(smoke_results, tmp_path):
     specs = P.expand("smoke", only=["table1"], seeds=1).runs
     res = runner.run_specs(specs, "smoke", tmp_path, executor="dask", workers=2, progress=False,
                            log=lambda s: None)
-    assert res["ok"] == len(specs) == 2, res["results"]
+    assert res["ok"] == len(specs) >= 2, res["results"]
     for s in specs:
         d = json.loads((tmp_path / "runs" / "smoke" / s.run_id / "run.json").read_text())
         ref = json.loads((smoke_results / "runs" / "smoke" / s.run_id / "run.json").read_text())

@@ -155,9 +155,11 @@ def run_pool(run_ids: Sequence[str], slots: Sequence, argv: Callable[[int, objec
                     results.append(res)
                     on_finish(res)
                 time.sleep(poll_s)
-    except Stopped as stop:
+    except BaseException as exc:                # Stopped, or anything else: no child outlives the pool
         with signals_deferred(deliver=False):   # a second Ctrl-C while stopping changes nothing
-            stop.results = results + _stop_children(running, grace_s)
+            done = _stop_children(running, grace_s)
+        if isinstance(exc, Stopped):
+            exc.results = results + done
         raise
     return results
 

@@ -17,8 +17,15 @@ class UserError(Exception):
     """Bad input from the user: printed as one sentence, exit status 2, no traceback."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``dpdl train: error: argument --seed: ...``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dpdl", description=__doc__.splitlines()[0])
+    parser = Parser(prog="dpdl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -31,7 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sentence(exc: BaseException) -> str:
+    """The one sentence of a bad-input exception (an OSError as ``file: reason``, not its errno)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc.args[0]) if exc.args else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .paths import set_tool_config_env
+    set_tool_config_env()  # matplotlib's and IPython's folders in the cache, also for every kernel started
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -39,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"dpdl {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
         # Library code raises these with one clear sentence for bad input.
-        msg = exc.args[0] if exc.args else str(exc)
-        print(f"dpdl {args.command}: error: {msg}", file=sys.stderr)
+        print(f"dpdl {args.command}: error: {_sentence(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"dpdl {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ import json
 import sys
 
 from .backbones import list_backbones
+from .checks import int_at_least
 from .config import PROFILES
 from .methods import METHODS
 from .model import PAPER_DEFAULTS as PD
@@ -33,7 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--setting", default="general", choices=("general", "hard"))
     p.add_argument("--known-class", default=None, metavar="C", help="the known anomaly class (hard setting)")
     p.add_argument("--anomalies", type=int, default=10, metavar="M", help="number of seen anomalies (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed: anomaly draw and training randomness (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="seed: anomaly draw and training randomness (default 0)")
     p.add_argument("--profile", default="cpu", choices=tuple(PROFILES), help="fidelity profile (default cpu)")
     p.add_argument("--backbone", default=None, metavar="B",
                    help=f"one of {', '.join(list_backbones())} (default: the profile's)")
@@ -68,6 +70,8 @@ def register(subparsers) -> None:
     p.add_argument("--weights", default=None, metavar="PATH", help="backbone weight file (ResNet-18)")
     p.add_argument("--method", default=None, choices=METHODS,
                    help="require the model to be of this method (default: whichever model.pt holds)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="score the readable images and list the unreadable ones (default: refuse, naming them)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_score)
 
@@ -98,11 +102,15 @@ def cmd_score(args) -> int:
     if args.method and model.info["method"] != args.method:
         from .cli import UserError
         raise UserError(f"--method {args.method}: the model {model.info['model']} is a {model.info['method']} model")
-    scores = score_images(model, files)
+    scores = score_images(model, files, skip_bad=args.skip_bad)
+    bad = [f for f, s in zip(files, scores) if s is None]
     if args.json:
-        print(json.dumps({"model": model.info, "scores": [{"path": f, "score": s} for f, s in zip(files, scores)]},
-                         indent=2))
+        print(json.dumps({"model": model.info, "scores": [{"path": f, "score": s} for f, s in zip(files, scores)
+                                                          if s is not None], "unreadable": bad}, indent=2))
     else:
         for f, s in zip(files, scores):
-            print(f"{s:.6f}\t{f}")
+            if s is not None:
+                print(f"{s:.6f}\t{f}")
+    if bad:
+        print(f"dpdl score: skipped {len(bad)} unreadable image(s): {', '.join(bad)}", file=sys.stderr)
     return 0

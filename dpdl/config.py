@@ -163,12 +163,43 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def get_profile(name: str, **overrides) -> Profile:
-    """The named profile, with ``overrides`` applied (unknown names are one clear error)."""
+# What a changed field (``--set FIELD=VALUE``) may hold: (type, lowest value, lowest excluded?, highest or None).
+_INT_AT_LEAST = {"image_size": 1, "epochs": 1, "iters_per_epoch": 1, "batch_size": 3, "adapter_dim": 0,
+                 "pseudo_per_image": 0, "map_size": 0, "num_workers": 0, "threads": 0}
+_FLOAT_RANGE = {"lr": (0.0, True, None), "weight_decay": (0.0, False, None), "grad_clip": (0.0, False, None),
+                "pseudo_share": (0.0, False, 1.0)}
+
+
+def check_override(name: str, value) -> None:
+    """One sentence (``ValueError``) when ``value`` cannot be profile field ``name`` (its type and range)."""
+    kind = {f.name: f.type for f in fields(Profile)}[name]
+    where = f"profile field {name} (--set {name}=VALUE)"
+    if name == "name":
+        raise ValueError(f"{where} cannot be changed: expected another --profile instead")
+    if kind == "int":
+        low = _INT_AT_LEAST[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{where} must be an integer >= {low}, got {value!r}")
+    elif kind == "float":
+        low, strict, high = _FLOAT_RANGE[name]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        if not ok or value < low or (strict and value == low) or (high is not None and value > high):
+            rng = f"{'>' if strict else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+            raise ValueError(f"{where} must be a number {rng}, got {value!r}")
+    elif kind == "bool" and not isinstance(value, bool):
+        raise ValueError(f"{where} must be true or false, got {value!r}")
+    elif kind == "str" and not isinstance(value, str):
+        raise ValueError(f"{where} must be a word, got {value!r}")
+
+
+def get_profile(name: str, /, **overrides) -> Profile:
+    """The named profile, with ``overrides`` applied (unknown names and bad values are one clear error)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILES)}")
     known = {f.name for f in fields(Profile)}
     bad = sorted(set(overrides) - known)
     if bad:
         raise ValueError(f"unknown profile field(s) {', '.join(bad)}: expected some of {', '.join(sorted(known))}")
+    for key, value in overrides.items():
+        check_override(key, value)
     return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]

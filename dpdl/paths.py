@@ -1,4 +1,4 @@
-"""Where things live: the repository, ../shared, the data root, caches and results."""
+"""Where things live: the repository, ../shared, the data root, caches (also matplotlib's and IPython's) and results."""
 from __future__ import annotations
 
 import os
@@ -39,3 +39,16 @@ def cache_dir() -> Path:
     """Feature caches and generated data: ``$DPDL_CACHE`` or ``<repo>/results/cache`` (git-ignored)."""
     env = os.environ.get("DPDL_CACHE")
     return Path(env).expanduser().resolve() if env else REPO_ROOT / "results" / "cache"
+
+
+def tool_config_dirs() -> dict[str, Path]:
+    """Where matplotlib and IPython (in the notebooks' kernels) keep their config and caches: inside
+    :func:`cache_dir`, not in ``$HOME`` (``MPLCONFIGDIR``, ``IPYTHONDIR``)."""
+    return {"MPLCONFIGDIR": cache_dir() / "config" / "matplotlib", "IPYTHONDIR": cache_dir() / "config" / "ipython"}
+
+
+def set_tool_config_env() -> None:
+    """Point ``MPLCONFIGDIR`` and ``IPYTHONDIR`` at :func:`tool_config_dirs` unless the user set them (inherited by
+    every kernel and child process started later)."""
+    for var, folder in tool_config_dirs().items():
+        os.environ.setdefault(var, str(folder))

@@ -3,7 +3,8 @@
 ``load_trained(dir)`` rebuilds backbone -> adapter -> method (any of dpdl.methods) from the saved state (the backbone's ImageNet weights
 come from their local files again, or from the saved state when the run fine-tuned it);
 ``score_images(model, paths)`` returns one anomaly score per image (higher = more anomalous; the scale is the
-method's own (DPDL: S = S_a + S_r - S_n), not a probability).
+method's own (DPDL: S = S_a + S_r - S_n), not a probability). An unreadable image is an error naming every such
+file, or, with ``skip_bad``, gets no score (``None``).
 """
 from __future__ import annotations
 
@@ -31,8 +32,12 @@ def load_trained(model_dir: str | os.PathLike, weights: str | None = None) -> Tr
     p = Path(model_dir)
     p = p / "model.pt" if p.is_dir() else p
     if not p.is_file():
-        raise FileNotFoundError(f"no trained model at {p} (train one with `dpdl train ... --out DIR`)")
-    net, extractor, blob = Net.load(p, weights=weights)
+        raise FileNotFoundError(f"--model: no trained model at {p}: expected the --out folder of `dpdl train` "
+                                "(or its model.pt)")
+    try:
+        net, extractor, blob = Net.load(p, weights=weights)
+    except ValueError as exc:
+        raise ValueError(f"--model {exc}") from None
     cfg = blob["config"]
     info = {"model": str(p), "dataset": cfg["dataset"], "profile": blob["profile"]["name"],
             "backbone": blob["backbone"]["name"], "method": blob["method"], "seed": cfg["seed"],
@@ -46,26 +51,50 @@ def _load(path: str, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_images(model: TrainedModel, paths: Sequence[str | os.PathLike], batch_size: int = 16) -> list[float]:
-    """One anomaly score per image file (any common image type; resized to the model's input size)."""
-    out: list[float] = []
-    for s in range(0, len(paths), batch_size):
-        imgs = torch.stack([_load(str(p), model.image_size) for p in paths[s:s + batch_size]])
-        x = model.extractor(imgs) if model.extractor is not None else imgs
-        out.extend(float(v) for v in model.net.score(x))
-    return out
+def score_images(model: TrainedModel, paths: Sequence[str | os.PathLike], batch_size: int = 16,
+                 skip_bad: bool = False) -> list[float | None]:
+    """One anomaly score per image file (any common image type; resized to the model's input size), in order.
+
+    Unreadable files: a ``ValueError`` naming every one of them, or with ``skip_bad`` their score is ``None``."""
+    bad: list[str] = []
+    scores: dict[str, float] = {}
+    batch: list[tuple[str, torch.Tensor]] = []
+
+    def flush():
+        if batch:
+            imgs = torch.stack([img for _, img in batch])
+            x = model.extractor(imgs) if model.extractor is not None else imgs
+            scores.update(zip([p for p, _ in batch], (float(v) for v in model.net.score(x))))
+            batch.clear()
+
+    for p in map(str, paths):
+        try:
+            img = _load(p, model.image_size)
+        except (OSError, ValueError):
+            bad.append(p)
+            continue
+        if bad and not skip_bad:
+            continue                  # an error anyway: only look for the other unreadable files
+        batch.append((p, img))
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    if bad and not skip_bad:
+        raise ValueError(f"{len(bad)} image(s) cannot be read: {', '.join(bad)}; expected readable images "
+                         "(or pass --skip-bad to score the others)")
+    return [scores.get(str(p)) for p in paths]
 
 
 def collect_images(paths: Sequence[str], folder: str | None = None) -> list[str]:
     """The image files named in ``paths`` plus every image below ``folder`` (sorted); missing files are an error."""
+    from .checks import input_dir, input_file
     files = []
     for p in paths or []:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"image {p} does not exist")
-        files.append(str(p))
+        if Path(p).is_dir():
+            raise ValueError(f"--images {p} is a folder: expected image files (use --folder for a folder)")
+        files.append(str(input_file(p, "--images")))
     if folder:
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"folder {folder} does not exist")
+        input_dir(folder, "--folder")
         found = sorted(str(x) for x in Path(folder).rglob("*") if x.is_file() and _is_image(x.name))
         if not found:
             raise ValueError(f"folder {folder} holds no image files")

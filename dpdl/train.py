@@ -17,6 +17,7 @@ epoch's end, and the error still names its first step and term.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import platform
 import random
@@ -186,12 +187,18 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
         raise ValueError(f"unknown setting {cfg.setting!r}: expected 'general' or 'hard'")
     if cfg.setting == "hard" and not cfg.known_class:
         raise ValueError("the hard setting needs --known-class (the one anomaly class seen in training)")
-    if int(cfg.anomalies) < 0:
-        raise ValueError(f"the number of seen anomalies M must be >= 0, got {cfg.anomalies}")
-    if int(cfg.prototypes) < 1:
-        raise ValueError(f"the number of prototypes C must be >= 1, got {cfg.prototypes}")
-    if not float(cfg.eps) > 0:
-        raise ValueError(f"eps must be > 0, got {cfg.eps}")
+    for name, low in (("anomalies", 0), ("seed", 0), ("prototypes", 1)):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name} (--{name}) must be an integer >= {low}, got {value!r}")
+    for name, strict in (("eps", True), ("kappa", True), ("lam", False)):  # bridge noise, DFL concentration, weight
+        value = float(getattr(cfg, name))
+        if not (value > 0 if strict else value >= 0) or not math.isfinite(value):
+            raise ValueError(f"{name} (--{name}) must be a finite number {'>' if strict else '>='} 0, got {value}")
+    from .checks import data_root, output_dir
+    data_root(cfg.data_root)
+    if cfg.out:
+        output_dir(cfg.out, "--out")
     if profile.batch_size < 3:
         raise ValueError(f"batch size must be >= 3, got {profile.batch_size}")
     from .model import BINARY_LOSSES

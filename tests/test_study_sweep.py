@@ -73,11 +73,12 @@ def test_smoke_sweep_end_to_end(smoke_results):
     assert not list((smoke_results / "runs" / "smoke" / ".tmp").glob("*"))
     before = snapshot(smoke_results)
     res = cli("run", "--profile", "smoke", "--no-progress", "--no-tables", results_dir=smoke_results)
-    assert "0 to run" in res.stdout and "12 done" in res.stdout
+    n = len(P.expand("smoke").runs)
+    assert "0 to run" in res.stdout and f"{n} done" in res.stdout
     assert snapshot(smoke_results) == before                 # rerunning never recomputes a finished run
     st = cli("status", "--profile", "smoke", results_dir=smoke_results).stdout
     assert "table1" in st and "fig3" in st
-    assert [l for l in st.splitlines() if l.startswith("all")][0].split()[1:4] == ["12", "0", "0"]
+    assert [l for l in st.splitlines() if l.startswith("all")][0].split()[1:4] == [str(n), "0", "0"]
 
 
 def test_tables_equal_mean_of_records(smoke_results):
@@ -175,7 +176,7 @@ def test_dask_two_workers(smoke_results, tmp_path):
     specs = P.expand("smoke", only=["table1"], seeds=1).runs
     res = runner.run_specs(specs, "smoke", tmp_path, executor="dask", workers=2, progress=False,
                            log=lambda s: None)
-    assert res["ok"] == len(specs) == 2, res["results"]
+    assert res["ok"] == len(specs) >= 2, res["results"]
     for s in specs:
         d = json.loads((tmp_path / "runs" / "smoke" / s.run_id / "run.json").read_text())
         ref = json.loads((smoke_results / "runs" / "smoke" / s.run_id / "run.json").read_text())

@@ -23,8 +23,12 @@ __all__ = ["BookError", "build", "check_site", "check_toc", "execute_reports", "
 
 
 def _cmd_build(args) -> int:
+    from ..checks import output_dir, profile_name
     from .build import _user_error
 
+    profile_name(args.profile)
+    if args.out is not None:
+        output_dir(args.out, "--out")
     try:
         build(profile=args.profile, results=args.results_dir, execute=not args.no_execute, out=args.out,
               jobs=args.jobs)

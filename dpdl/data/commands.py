@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..checks import data_root, int_at_least
 from .protocol import SETTINGS, make_split
 from .registry import DATASET_NAMES, list_datasets
 from .stats import dataset_stats
@@ -32,7 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--setting", default="general", choices=SETTINGS)
     p.add_argument("--known-class", default=None, metavar="C", help="the known anomaly class (hard setting)")
     p.add_argument("--anomalies", type=int, default=10, metavar="M", help="number of seen anomalies (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the anomaly draw (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the anomaly draw (default 0)")
     _add_data_root(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--samples", action="store_true", help="also list every sample key (with --json)")
@@ -68,6 +69,7 @@ def _why_not(row: dict, data_root) -> str:
 
 
 def cmd_datasets(args) -> int:
+    data_root(args.data_root)
     rows = list_datasets(args.data_root)
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -87,6 +89,7 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_split(args) -> int:
+    data_root(args.data_root)
     split = make_split(args.dataset, setting=args.setting, anomalies=args.anomalies, seed=args.seed,
                        known_class=args.known_class, data_root=args.data_root)
     if args.json:
@@ -105,6 +108,7 @@ STATS_COLUMNS = ["dataset", "n_anomaly_classes", "type", "train_normal", "test_n
 
 
 def cmd_stats(args) -> int:
+    data_root(args.data_root)
     if args.dataset:
         rows = [dataset_stats(args.dataset, args.data_root)]
     else:

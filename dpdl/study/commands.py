@@ -12,8 +12,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
+
+from dpdl.checks import data_root, input_file, int_at_least, output_dir
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -38,7 +41,8 @@ def register(subparsers) -> None:
         q.add_argument("--datasets", nargs="+", default=None, help="only these datasets (names or a,b,c)")
         q.add_argument("--only", nargs="+", default=None,
                        help="only these groups: table1 table2 table3 table5 table6 fig2 fig3 (or a,b)")
-        q.add_argument("--seeds", type=int, default=None, help="at most this many seeds (0..N-1) per block")
+        q.add_argument("--seeds", type=int_at_least(1), default=None,
+                       help="at most this many seeds (0..N-1) per block")
         q.add_argument("--study", default=None, help="a study YAML other than the packaged dpdl/study/study.yaml")
 
     r = sub.add_parser("run", help="execute the runs that are missing (never recomputes a finished run)")
@@ -46,12 +50,15 @@ def register(subparsers) -> None:
     r.add_argument("--executor", choices=["local", "dask"], default="local",
                    help="local: this machine (--jobs runs at a time on CPU, one per GPU); dask: a Dask cluster")
     r.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
-    r.add_argument("--workers", type=int, default=None, help="worker processes of the Dask LocalCluster")
-    r.add_argument("--jobs", type=int, default=None,
+    r.add_argument("--workers", type=int_at_least(1), default=None,
+                   help="worker processes of the Dask LocalCluster")
+    r.add_argument("--jobs", type=int_at_least(1), default=None,
                    help="local executor: runs at a time on CPU (default: cores // the profile's threads per run)")
     r.add_argument("--retry-failed", action="store_true", help="also rerun the runs that failed before")
     r.add_argument("--rerun-outdated", action="store_true",
                    help="also rerun finished runs made with other settings of the profile than the code's now")
+    r.add_argument("--wait", action="store_true",
+                   help="when another sweep uses the results folder, wait for it (default: refuse at once)")
     r.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-tables", action="store_true",
@@ -70,12 +77,43 @@ def register(subparsers) -> None:
     t.set_defaults(func=cmd_tables)
 
 
+def _load_study(path: str) -> dict:
+    """``--study PATH`` read and checked: a YAML mapping with ``defaults`` and ``profiles``."""
+    import yaml
+    from .plan import load_study
+
+    input_file(path, "--study")
+    try:
+        study = load_study(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--study {path} is not valid YAML ({type(exc).__name__}): expected a study definition "
+                         "like dpdl/study/study.yaml") from None
+    if not isinstance(study, dict) or not {"defaults", "profiles"} <= set(study):
+        raise ValueError(f"--study {path} is not a study definition: expected a YAML mapping with 'defaults' and "
+                         "'profiles' (see dpdl/study/study.yaml)")
+    return study
+
+
+def _check_datasets(names: list[str] | None, study: dict, profile: str) -> None:
+    """Every ``--datasets`` name must be one the profile's study runs."""
+    from .plan import _flatten
+
+    groups = (study["profiles"].get(profile) or {}).get("groups") or {}
+    known = sorted({ds for blocks in groups.values() for b in (blocks if isinstance(blocks, list) else [blocks])
+                    for ds in _flatten(b["datasets"])})
+    bad = [n for n in names or [] if n not in known]
+    if bad:
+        raise ValueError(f"--datasets {', '.join(bad)}: not in the {profile} study; expected some of "
+                         f"{', '.join(known)}")
+
+
 def _plan(args, check_available=True):
-    from dpdl.paths import data_root
     from .plan import expand, load_study
 
-    study = load_study(args.study) if args.study else None
     root = data_root(args.data_root)
+    study = _load_study(args.study) if args.study else load_study()
+    if args.profile in study["profiles"]:
+        _check_datasets(_split_list(args.datasets), study, args.profile)
     plan = expand(args.profile, datasets=_split_list(args.datasets), only=_split_list(args.only),
                   seeds=args.seeds, data_root=root, study=study, check_available=check_available)
     return plan, root
@@ -95,8 +133,11 @@ def _print_skipped(plan) -> None:
 
 
 def cmd_run(args) -> int:
+    from .local import Stopped
     from .runner import run_specs
 
+    if args.results_dir is not None:
+        output_dir(args.results_dir, "--results-dir")
     plan, root = _plan(args)
     _print_skipped(plan)
     if args.dry_run:
@@ -104,10 +145,16 @@ def cmd_run(args) -> int:
             print(f"{s.run_id}\t{','.join(s.groups)}")
         print(f"{len(plan.runs)} runs")
         return 0
-    res = run_specs(plan.runs, args.profile, args.results_dir, executor=args.executor, scheduler=args.scheduler,
-                    workers=args.workers, data_root=root, retry_failed=args.retry_failed,
-                    progress=not args.no_progress, plot=args.plots, jobs=args.jobs,
-                    rerun_outdated=args.rerun_outdated)
+    try:
+        res = run_specs(plan.runs, args.profile, args.results_dir, executor=args.executor, scheduler=args.scheduler,
+                        workers=args.workers, data_root=root, retry_failed=args.retry_failed,
+                        progress=not args.no_progress, plot=args.plots, jobs=args.jobs,
+                        rerun_outdated=args.rerun_outdated, wait=args.wait)
+    except Stopped as stop:
+        ok = sum(r["status"] == "ok" for r in stop.results)
+        print(f"stopped by {signal.Signals(stop.signum).name}: the runs in flight were stopped and removed; "
+              f"{ok} run(s) finished by this sweep are kept; the same command resumes", file=sys.stderr)
+        return 128 + stop.signum
     print(f"ran {res['ran']} run(s): {res['ok']} ok, {res['failed_now']} failed; "
           f"{res['done_before']} were done before, {res['failed_before']} failed before")
     for r in res["results"]:
@@ -150,9 +197,10 @@ def cmd_status(args) -> int:
 
 
 def cmd_tables(args) -> int:
-    from dpdl.paths import data_root
     from .tables import write_tables
 
+    if args.results_dir is not None:
+        output_dir(args.results_dir, "--results-dir")
     paths = write_tables(args.profile, args.results_dir, data_root=data_root(args.data_root))
     for p in paths:
         print(p)

@@ -7,9 +7,14 @@ flight, never shows a half-written run folder, and the next sweep cleans the sta
 what is missing. A run that fails keeps its executed notebook (with the traceback) and a ``run.json`` with
 ``status: "failed"`` and the error's sentence; failed runs are retried only with ``retry_failed``.
 
+One sweep at a time per results folder (:mod:`dpdl.study.lock`). Ctrl-C or SIGTERM stop a sweep within seconds:
+the runs in flight are stopped (their processes and kernels killed, their ``.tmp`` folders removed), the finished
+ones are kept, and the same command resumes.
+
 Executors
 ---------
-``local`` (default) on a CPU machine runs ``jobs`` notebooks at a time, each in its own process: by default
+``local`` (default) runs every notebook in a child process of its own (:mod:`dpdl.study.local`); on a CPU machine
+it runs ``jobs`` of them at a time: by default
 ``cpu_count // profile.threads`` when the profile pins torch's threads (``cpu`` and ``smoke`` use one thread per
 run, so a 2-core machine runs two at once), else one at a time with torch's threads as the environment sets
 them; ``--jobs 1`` forces one at a time. On a machine with k GPUs it runs k at a time, one per GPU (the
@@ -49,9 +54,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..kernels import papermill_kwargs, stderr_to
+from ..kernels import kill_kernels, papermill_kwargs, pid_alive, stderr_to
 from ..paths import REPO_ROOT, results_dir as default_results_dir
 from ..records import SCHEMA_VERSION, atomic_write_json, code_version, read_record, utc_now
+from .local import Progress, Stopped, child_argv, exit_with_parent, run_pool, signals_deferred, signals_raise
+from .lock import results_lock
 from .plan import RunSpec
 
 EXPERIMENT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
@@ -65,6 +72,11 @@ def runs_dir(profile: str, results_dir: str | os.PathLike | None = None) -> Path
 def run_dir(spec: RunSpec | str, profile: str, results_dir=None) -> Path:
     rid = spec if isinstance(spec, str) else spec.run_id
     return runs_dir(profile, results_dir) / rid
+
+
+def work_dir(spec: RunSpec, profile: str, results_dir=None) -> Path:
+    """Where this process executes ``spec`` before moving it into place: ``.tmp/<run_id>-<pid>``."""
+    return runs_dir(profile, results_dir) / TMP / f"{spec.run_id}-{os.getpid()}"
 
 
 def run_state(spec: RunSpec | str, profile: str, results_dir=None) -> tuple[str, dict | None]:
@@ -107,21 +119,6 @@ def method_changes(record: dict, profile: str) -> list[str]:
     return [f"method:{k}" for k, v in sorted(now.items()) if norm(had.get(k, fallback.get(k, v))) != norm(v)]
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return True
-    except (ProcessLookupError, OverflowError):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
 def clean_stale_tmp(profile: str, results_dir=None) -> list[str]:
     """Remove ``.tmp`` folders left by killed sweeps (those whose process is gone). Returns their names."""
     tmp = runs_dir(profile, results_dir) / TMP
@@ -132,7 +129,7 @@ def clean_stale_tmp(profile: str, results_dir=None) -> list[str]:
         pid = d.name.rsplit("-", 1)[-1]
         alive = False
         if pid.isdigit():
-            alive = int(pid) != os.getpid() and _pid_alive(int(pid))
+            alive = int(pid) != os.getpid() and pid_alive(int(pid))
             # pids are reused: a folder older than a day is stale whatever its pid
             if alive and time.time() - d.stat().st_mtime > 86400:
                 alive = False
@@ -190,7 +187,7 @@ def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_ro
     _kernel_env()
     base = runs_dir(profile, results_dir)
     final = base / spec.run_id
-    tmp = base / TMP / f"{spec.run_id}-{os.getpid()}"
+    tmp = work_dir(spec, profile, results_dir)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -206,7 +203,17 @@ def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_ro
                                 log_output=log_output, cwd=str(tmp), **papermill_kwargs())
     except Exception as exc:  # noqa: BLE001 - any failure of the run is recorded, not raised
         error = _error_sentence(exc)
-    elapsed = time.time() - t0
+    except BaseException:     # stopped (Ctrl-C, SIGTERM): no trace of the unfinished run
+        kill_kernels()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with signals_deferred():  # from here on the run is finished: it is moved into place even if stopped now
+        return _finish_run(spec, profile, tmp, final, base, cfg, error, time.time() - t0)
+
+
+def _finish_run(spec: RunSpec, profile: str, tmp: Path, final: Path, base: Path, cfg: dict, error: str | None,
+                elapsed: float) -> dict:
+    """Complete the record in ``tmp`` (a failed one when ``error``) and move ``tmp`` to ``final`` atomically."""
     rec_path = tmp / "run.json"
     rec = None
     if rec_path.exists():
@@ -238,24 +245,6 @@ def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_ro
     else:
         os.replace(tmp, final)
     return {"run_id": spec.run_id, "status": rec["status"], "error": rec.get("error"), "seconds": elapsed}
-
-
-def _execute_in_subprocess(spec: RunSpec, profile: str, results_dir, data_root=None, plot: bool = False) -> dict:
-    """:func:`execute_run` in a child process (``python -m dpdl.study.runner``): parallel local runs, each able
-    to send its kernel's stderr to its own ``kernel.log``."""
-    import subprocess
-
-    _kernel_env()
-    args = [sys.executable, "-m", "dpdl.study.runner", json.dumps(spec.to_dict()), profile, str(results_dir),
-            "" if data_root is None else str(data_root), "1" if plot else "0"]
-    t0 = time.time()
-    proc = subprocess.run(args, capture_output=True, text=True)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-    if proc.returncode == 0 and lines:
-        return json.loads(lines[-1])
-    err = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-    return {"run_id": spec.run_id, "status": "failed", "error": f"the run's process failed: {err}",
-            "seconds": time.time() - t0}
 
 
 def default_jobs(profile: str) -> int:
@@ -305,63 +294,17 @@ def _gpu_count() -> int:
     return len(_gpu_ids())
 
 
-class Progress:
-    """tqdm over runs: done/failed counts, the running run(s), the mean run time, and an ETA from the wall-clock
-    throughput so far (which accounts for runs executing in parallel)."""
-
-    def __init__(self, total: int, enabled: bool = True):
-        self.total, self.done, self.failed, self.times = total, 0, 0, []
-        self.t0 = time.monotonic()
-        self.running: list[str] = []
-        self.bar = None
-        if enabled and total:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr)
-
-    def start(self, run_id: str):
-        self.running.append(run_id)
-        self._post()
-
-    def finish(self, res: dict):
-        if res["run_id"] in self.running:
-            self.running.remove(res["run_id"])
-        self.times.append(res["seconds"])
-        self.failed += res["status"] != "ok"
-        self.done += res["status"] == "ok"
-        if self.bar is not None:
-            self.bar.update(1)
-            if res["status"] != "ok":
-                self.bar.write(f"failed: {res['run_id']}: {res['error']}")
-        self._post()
-
-    def _post(self):
-        if self.bar is None:
-            return
-        left = self.total - self.done - self.failed
-        mean = sum(self.times) / len(self.times) if self.times else float("nan")
-        per_run_wall = (time.monotonic() - self.t0) / len(self.times) if self.times else float("nan")
-        eta = "?" if not self.times else time.strftime("%H:%M:%S", time.gmtime(per_run_wall * left))
-        self.bar.set_postfix_str(f"ok={self.done} failed={self.failed} mean={mean:.1f}s eta={eta} "
-                                 f"running={','.join(self.running) or '-'}", refresh=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def warm_feature_cache(todo: list[RunSpec], profile: str, data_root=None, log: Callable[[str], None] = print,
+def warm_feature_cache(datasets: Iterable[str], profile: str, data_root=None, log: Callable[[str], None] = print,
                        progress: bool = True) -> list[dict]:
-    """Fill the feature cache of every dataset in ``todo`` once, in this process and with all cores, before runs
-    start in parallel (otherwise the first parallel runs would all extract the same features).
-
-    Feature-cache profiles only; a dataset whose runs override the backbone is left to its runs."""
+    """Fill the feature cache of each dataset once, with all cores, before runs start in parallel (otherwise the
+    first parallel runs would all extract the same features). Feature-cache profiles only."""
     from ..config import get_profile
     from ..train import prepare_features
 
     if not get_profile(profile).feature_cache:
         return []
     out = []
-    for dataset in sorted({s.dataset for s in todo if "backbone" not in dict(s.overrides)}):
+    for dataset in datasets:
         try:
             info = prepare_features(dataset, profile=profile, data_root=data_root, overrides={"threads": 0},
                                     progress=progress)
@@ -374,12 +317,41 @@ def warm_feature_cache(todo: list[RunSpec], profile: str, data_root=None, log: C
     return out
 
 
+def _warm_in_child(todo: list[RunSpec], profile: str, data_root, log, progress: bool) -> None:
+    """:func:`warm_feature_cache` for the datasets of ``todo`` (not those whose runs choose their own backbone), in
+    a child process stopped like a run: the sweep itself never loads a model, so it ends at once when stopped."""
+    from ..config import get_profile
+
+    datasets = sorted({s.dataset for s in todo if "backbone" not in dict(s.overrides)})
+    if not datasets or not get_profile(profile).feature_cache:
+        return
+    root = "" if data_root is None else str(data_root)
+    res = run_pool(["feature cache"], [None], show_output=True,
+                   argv=lambda i, slot: child_argv("--warm", ",".join(datasets), profile, root, int(progress)))[0]
+    for line in res.get("log") or [f"feature cache not prepared: {res.get('error')}"]:
+        log(line)
+
+
 def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, executor: str = "local",
               scheduler: str | None = None, workers: int | None = None, data_root=None,
               retry_failed: bool = False, progress: bool = True, plot: bool = False, jobs: int | None = None,
-              log: Callable[[str], None] = print, rerun_outdated: bool = False) -> dict:
-    """Run what is missing among ``specs``; returns counts ``{"done", "failed", "ran", "skipped_done", ...}``."""
+              log: Callable[[str], None] = print, rerun_outdated: bool = False, wait: bool = False) -> dict:
+    """Run what is missing among ``specs``; returns counts ``{"done", "failed", "ran", "skipped_done", ...}``.
+
+    Holds the results folder's lock (:func:`~dpdl.study.lock.results_lock`; ``wait``: wait for another sweep
+    instead of refusing). Ctrl-C or SIGTERM raise :class:`~dpdl.study.local.Stopped` once the runs in flight are
+    stopped (their folders removed); the finished runs are kept (``.results``)."""
+    if executor not in ("local", "dask"):
+        raise ValueError(f"unknown executor {executor!r}: expected local or dask")
     results_dir = Path(results_dir or default_results_dir())
+    with results_lock(results_dir, wait=wait, log=log), signals_raise():
+        return _run_locked(list(specs), profile, results_dir, executor=executor, scheduler=scheduler,
+                           workers=workers, data_root=data_root, retry_failed=retry_failed, progress=progress,
+                           plot=plot, jobs=jobs, log=log, rerun_outdated=rerun_outdated)
+
+
+def _run_locked(specs: list[RunSpec], profile: str, results_dir: Path, *, executor, scheduler, workers, data_root,
+                retry_failed, progress, plot, jobs, log, rerun_outdated) -> dict:
     base = runs_dir(profile, results_dir)
     base.mkdir(parents=True, exist_ok=True)
     stale = clean_stale_tmp(profile, results_dir)
@@ -409,68 +381,30 @@ def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, execu
     elif outdated:
         log(f"rerunning {len(outdated)} finished run(s) made with other {profile}-profile settings")
     if todo and executor == "local":
-        warm_feature_cache(todo, profile, data_root=data_root, log=log, progress=progress)
+        _warm_in_child(todo, profile, data_root, log, progress)
     results: list[dict] = []
     prog = Progress(len(todo), enabled=progress)
     try:
-        if not todo:
-            pass
-        elif executor == "local":
+        if todo and executor == "local":
             gpus = _gpu_ids()
-            ngpu = len(gpus)
-            njobs = int(jobs) if jobs else (default_jobs(profile) if ngpu == 0 else 1)
-            if ngpu <= 1 and njobs > 1:
-                from concurrent.futures import ThreadPoolExecutor, as_completed
-                log(f"local: {njobs} runs at a time")
-                with ThreadPoolExecutor(max_workers=njobs) as pool:
-                    futs = {}
-                    for s in todo:
-                        futs[pool.submit(_execute_in_subprocess, s, profile, results_dir, data_root, plot)] = s
-                    for s in todo[:njobs]:
-                        prog.start(s.run_id)
-                    started = njobs
-                    for fut in as_completed(futs):
-                        res = fut.result()
-                        results.append(res)
-                        prog.finish(res)
-                        if started < len(todo):
-                            prog.start(todo[started].run_id)
-                            started += 1
-            elif ngpu <= 1:
-                for s in todo:
-                    prog.start(s.run_id)
-                    res = execute_run(s, profile, results_dir, data_root=data_root, gpu=None, plot=plot)
-                    results.append(res)
-                    prog.finish(res)
+            if len(gpus) > 1:
+                slots = gpus                                       # one run per GPU
             else:
-                from concurrent.futures import ThreadPoolExecutor, as_completed
-                free = list(gpus)
-                with ThreadPoolExecutor(max_workers=ngpu) as pool:
-                    futs = {}
-                    pending = list(todo)
-
-                    def submit():
-                        s = pending.pop(0)
-                        g = free.pop(0)
-                        prog.start(s.run_id)
-                        futs[pool.submit(execute_run, s, profile, results_dir, data_root=data_root, gpu=g,
-                                         plot=plot, quiet_kernel=False)] = g
-
-                    while pending and free:
-                        submit()
-                    while futs:
-                        fut = next(as_completed(futs))
-                        free.append(futs.pop(fut))
-                        res = fut.result()
-                        results.append(res)
-                        prog.finish(res)
-                        while pending and free:
-                            submit()
-        elif executor == "dask":
+                slots = list(range(int(jobs) if jobs else (1 if gpus else default_jobs(profile))))
+            log(f"local: {len(slots)} run(s) at a time" + (" (one per GPU)" if len(gpus) > 1 else ""))
+            root = "" if data_root is None else str(data_root)
+            results = run_pool([s.run_id for s in todo], slots,
+                               lambda i, slot: child_argv(json.dumps(todo[i].to_dict()), profile, results_dir, root,
+                                                          int(plot), slot if len(gpus) > 1 else ""),
+                               on_start=prog.start, on_finish=prog.finish)
+        elif todo and executor == "dask":
             results = _run_dask(todo, profile, results_dir, scheduler=scheduler, workers=workers,
                                 data_root=data_root, prog=prog, log=log, plot=plot)
-        else:
-            raise ValueError(f"unknown executor {executor!r}: expected local or dask")
+    except Stopped as stop:
+        prog.close()
+        clean_stale_tmp(profile, results_dir)   # the stopped runs' folders (their processes are gone)
+        stop.results = stop.results or results
+        raise
     finally:
         prog.close()
     ok = sum(r["status"] == "ok" for r in results)
@@ -512,6 +446,10 @@ def _run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler
                 res = {"run_id": rid, "status": "failed", "error": _error_sentence(exc), "seconds": 0.0}
             results.append(res)
             prog.finish(res)
+    except Stopped as stop:
+        client.cancel(futs)   # a LocalCluster's workers die with it; a remote worker finishes its task
+        stop.results = results
+        raise
     finally:
         client.close()
         if cluster is not None:
@@ -540,12 +478,30 @@ def study_status(plan, results_dir=None) -> dict:
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m dpdl.study.runner SPEC_JSON PROFILE RESULTS_DIR [DATA_ROOT] [PLOT]``: one run; prints its
-    summary as a JSON line (used by the parallel local executor)."""
-    spec, profile, results_dir = json.loads(argv[0]), argv[1], argv[2]
+    """``python -m dpdl.study.runner SPEC_JSON PROFILE RESULTS_DIR [DATA_ROOT] [PLOT] [GPU]``: one run; prints its
+    summary as a JSON line (the local executor's child; ``--warm ...``: :func:`warm_feature_cache`).
+    SIGTERM/SIGINT stop it (exit status 128 + signal); it exits too when the sweep that started it is gone."""
+    from ..paths import set_tool_config_env
+    set_tool_config_env()
+    if argv[0] == "--warm":             # --warm DATASETS PROFILE DATA_ROOT PROGRESS (SIGTERM: its default, exit)
+        exit_with_parent()
+        t0, lines = time.time(), []
+        warm_feature_cache(argv[1].split(","), argv[2], data_root=argv[3] or None, log=lines.append,
+                           progress=argv[4] == "1")
+        print(json.dumps({"run_id": "feature cache", "status": "ok", "error": None, "log": lines,
+                          "seconds": time.time() - t0}), flush=True)
+        return 0
+    spec, profile, results_dir = RunSpec.from_dict(json.loads(argv[0])), argv[1], argv[2]
+    exit_with_parent(on_exit=lambda: (kill_kernels(), shutil.rmtree(work_dir(spec, profile, results_dir), True)))
     data_root = argv[3] if len(argv) > 3 and argv[3] else None
     plot = len(argv) > 4 and argv[4] == "1"
-    res = execute_run(spec, profile, results_dir, data_root=data_root, plot=plot)
+    gpu = argv[5] if len(argv) > 5 and argv[5] else None
+    try:
+        with signals_raise(on_signal=kill_kernels):   # its kernel dies at once, not after papermill's clean-up
+            res = execute_run(spec, profile, results_dir, data_root=data_root, plot=plot, gpu=gpu,
+                              quiet_kernel=True)
+    except Stopped as stop:
+        return 128 + stop.signum
     print(json.dumps(res), flush=True)
     return 0
 

@@ -162,10 +162,10 @@ def test_score_names_every_unreadable_image_or_skips_them(trained, synthetic_roo
     assert [r["path"] for r in res["scores"]] == [str(good[0]), str(good[1])]
     assert res["unreadable"] == [str(bad1), str(bad2)]
     assert str(bad1) in cap.err and str(bad2) in cap.err
-    # the readable images get the scores they get alone
+    # the readable images get the scores they get alone (up to the last float32 bits, which a CNN's batch size moves)
     assert main(["score", "--model", str(trained), "--images", str(good[1]), "--json"]) == 0
     alone = json.loads(capsys.readouterr().out)["scores"][0]["score"]
-    assert res["scores"][1]["score"] == pytest.approx(alone, abs=1e-6)
+    assert res["scores"][1]["score"] == pytest.approx(alone, rel=1e-4, abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------- the lock

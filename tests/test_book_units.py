@@ -242,3 +242,27 @@ def test_main_view_of_a_dataset_the_paper_lacks():
     view = pages.main_view(df)
     assert list(view["best reported baseline"]) == ["", "AHL 0.850"]
     assert list(view["verdict"]) == ["not testable here", "not reproduced"]
+
+
+def test_performance_page_gpu_figures_come_from_records_or_say_none_exist(tmp_path, monkeypatch):
+    import json as _json
+
+    from dpdl.book.about import gpu_tables
+    monkeypatch.setenv("DPDL_SHARED", str(tmp_path / "shared"))
+    g = gpu_tables(tmp_path)
+    assert g["check"] is None and g["runs"].empty
+    run = tmp_path / "runs" / "paper" / "brainmri__general__M10__s0__full"
+    run.mkdir(parents=True)
+    rec = {"status": "ok", "host": {"device": "cuda", "device_name": "NVIDIA H100"}, "backbone": "resnet18",
+           "variant": "full", "dataset": "brainmri", "anomalies": 10, "metrics": {"auc": 0.9},
+           "timings": {"total_s": 50.0, "train_s": 40.0, "steps": 1000}}
+    (run / "run.json").write_text(_json.dumps(rec))
+    cpu = tmp_path / "runs" / "paper" / "cpu_run"
+    cpu.mkdir()
+    (cpu / "run.json").write_text(_json.dumps({**rec, "host": {"device": "cpu"}}))   # not a GPU record
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "gpu_check.json").write_text(_json.dumps({"device": "NVIDIA H100"}))
+    g = gpu_tables(tmp_path)
+    assert g["check"] == {"device": "NVIDIA H100"}
+    assert list(g["runs"]["record"]) == ["brainmri__general__M10__s0__full"]
+    assert g["runs"]["wall ms / step"].iloc[0] == 40.0

@@ -76,6 +76,7 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
         ax.set_title("Where a run's time goes")
         fig.tight_layout()
         plt.show()
+    show_gpu(results)
     show_choices(results)
     diag = diagnostic_table(results)
     _display(_md("## Diagnostic: fine-tuning the last backbone stage\n\nThe last stage (blocks 11–15) of the "
@@ -91,6 +92,66 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
         _display(_md(f"`{name}`, measured by `{cmd or 'see benchmarks/'}`"
                      + (f" (code {data.get('code_version')}, {data.get('date')})" if isinstance(data, dict) else "")),
                  collapsed(f"{name}: the raw JSON", json.dumps(data, indent=1)[:20000]))
+
+
+def gpu_tables(results) -> dict:
+    """GPU figures: ``check`` (results/benchmarks/gpu_check.json, written by benchmarks/gpu_check.sh, or None),
+    ``runs`` (a DataFrame of the paper-profile run records made on CUDA: this study's, then ../shared/gpu_runs)."""
+    from pathlib import Path
+
+    from ..paths import shared_dir
+    check = Path(results) / "benchmarks" / "gpu_check.json"
+    rows = []
+    sources = [(f, "this study") for f in sorted((Path(results) / "runs" / "paper").glob("*/run.json"))]
+    sources += [(f, "../shared/gpu_runs (code 659fdcb + its README's one change)")
+                for f in sorted((shared_dir() / "gpu_runs").glob("*.run.json"))]
+    for f, source in sources:
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        host, t = rec.get("host") or {}, rec.get("timings") or {}
+        if host.get("device", "").startswith("cuda") and rec.get("status") == "ok":
+            steps = t.get("steps") or 0
+            rows.append({"record": f.parent.name if f.name == "run.json" else f.name, "source": source,
+                         "device": host.get("device_name"), "backbone": rec.get("backbone"),
+                         "variant": rec.get("variant"), "dataset": rec.get("dataset"), "M": rec.get("anomalies"),
+                         "AUC": (rec.get("metrics") or {}).get("auc"), "run (s)": t.get("total_s"),
+                         "wall ms / step": 1000 * t["train_s"] / steps if steps and t.get("train_s") else None})
+    return {"check": json.loads(check.read_text()) if check.is_file() else None, "runs": pd.DataFrame(rows)}
+
+
+def show_gpu(results) -> None:
+    """The paper profile on a GPU: gpu_check.sh's summary and the CUDA run records, or a line saying none exist."""
+    g = gpu_tables(results)
+    _display(_md("## The paper profile on a GPU\n\nThe machines that built this book have no GPU. "
+                 "`benchmarks/gpu_check.sh` (one command, at most 8 minutes on one H100) runs the GPU tests, the "
+                 "CUDA-synchronised step benchmark and the paper profile on BrainMRI (and ELPV when installed), and "
+                 "writes `results/benchmarks/gpu_check.json`, shown here when it exists."))
+    check = g["check"]
+    if check is None:
+        _display(_md(render.not_run_line("the GPU check of the current code", "bash benchmarks/gpu_check.sh")))
+    else:
+        step = (check.get("step_benchmark") or {}).get("profile") or {}
+        rows = [{"measure": k, "value": v} for k, v in
+                [("device", check.get("device")), ("backbone", check.get("backbone")),
+                 ("MIL head only (ms/step)", step.get("mil_ms")), ("every DPDL term (ms/step)", step.get("dpdl_ms")),
+                 ("DPDL's overhead", step.get("overhead")), ("step through fit (ms)", step.get("fit_step_ms")),
+                 ("host syncs per step", step.get("host_syncs_per_step"))]]
+        rows += [{"measure": f"{name}: AUC / run s / ms per step",
+                  "value": f"{r.get('auc')} / {r.get('total_s')} / {r.get('wall_ms_per_step')}"}
+                 for name, r in (check.get("runs") or {}).items()]
+        rows += [{"measure": f"verdict: {k}", "value": v} for k, v in (check.get("verdict") or {}).items()]
+        _display(styled(pd.DataFrame(rows).astype(str)))
+    runs = g["runs"]
+    if runs.empty:
+        _display(_md("No paper-profile run record made on a GPU exists."))
+    else:
+        _display(_md("Paper-profile run records made on a GPU. Those from `../shared/gpu_runs` were made by an "
+                     "earlier version of the code (the printed DPDL reading, EfficientNet-Lite0 standing in for "
+                     "ResNet-18; see that folder's README): they show why the readings changed, not what the "
+                     "current code gives."),
+                 styled(runs, {"AUC": "{:.3f}", "run (s)": "{:.0f}", "wall ms / step": "{:.0f}"}))
 
 
 def show_choices(results) -> None:

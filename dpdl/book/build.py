@@ -267,7 +267,8 @@ def execute_reports(names: Iterable[str], notebooks_dir: Path, gen_dir: Path, pr
 
 
 def _stage_sources(out: Path) -> Path:
-    """Copy the book's sources (config, toc, book/ without generated notebooks) into ``out/src``."""
+    """Copy the book's sources (config, toc, book/ without generated notebooks, and the generated markdown tables
+    of results/benchmarks/ that pages include) into ``out/src``."""
     src = out / "src"
     if src.exists():
         shutil.rmtree(src)
@@ -275,6 +276,10 @@ def _stage_sources(out: Path) -> Path:
     for name in (CONFIG_NAME, TOC_NAME):
         shutil.copy2(REPO_ROOT / name, src / name)
     shutil.copytree(REPO_ROOT / "book", src / "book", ignore=shutil.ignore_patterns("_generated", ".*"))
+    bench = src / "results" / "benchmarks"
+    bench.mkdir(parents=True)
+    for md in sorted((REPO_ROOT / "results" / "benchmarks").glob("*.md")):
+        shutil.copy2(md, bench / md.name)
     return src
 
 

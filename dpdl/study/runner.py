@@ -108,6 +108,8 @@ def method_changes(record: dict, profile: str) -> list[str]:
     from ..model import PRINTED_READING
     from ..train import RunConfig, method_options
     cfg = record.get("config") or {}
+    if not cfg:
+        return []                   # nothing to compare with
     try:
         run_cfg = RunConfig(**{k: v for k, v in cfg.items() if k in RunConfig.__dataclass_fields__})
         now = method_options(run_cfg, get_profile(profile, **(run_cfg.overrides or {})))

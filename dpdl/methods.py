@@ -78,17 +78,15 @@ def check_options(name: str, options: dict) -> dict:
     known = {f.name for f in fields(cfg_cls)}
     bad = sorted(set(options) - known)
     if bad:
-        raise ValueError(f"unknown option(s) {', '.join(bad)} for method {name!r}: expected some of "
+        raise ValueError(f"unknown option(s) {', '.join(bad)} for method {name!r} (--opt): expected some of "
                          f"{', '.join(sorted(known))}")
     return asdict(cfg_cls(**options))
 
 
 def build_method(name: str, in_channels: int, feat_hw: tuple[int, int], options: dict | None = None):
     """Method ``name`` on maps of ``in_channels`` x feat_hw, with config ``options`` (see :func:`method_config`)."""
-    from . import baselines
     cfg = method_config(name)(**(options or {}))
-    cls = {"dpdl": DPDL, "devnet": baselines.DevNet, "dra": baselines.DRA, "knn": baselines.KNN}[name]
-    return cls(int(in_channels), tuple(feat_hw), cfg)
+    return method_class(name)(int(in_channels), tuple(feat_hw), cfg)
 
 
 def method_class(name: str):

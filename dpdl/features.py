@@ -8,6 +8,10 @@ resized and concatenated on loading (dpdl.backbones.combine_taps). ``meta`` name
 weight file, item and a fingerprint of the source image file (path, size, mtime), so a stale entry (image changed,
 other weights) or a corrupt one is detected and rebuilt. Writes are atomic (temp file + rename): concurrent runs
 may share the cache. The cache is shared across runs and seeds.
+
+Within one process the entries read last are also kept in memory (:data:`MEMO`, one dataset folder at a time, still
+checked against the entry's ``meta``): the study runs several runs of a dataset in one kernel
+(dpdl.study.runner, batches), and reading 3,354 small files per ELPV run was a third of a run's time.
 """
 from __future__ import annotations
 
@@ -73,6 +77,33 @@ def load_item(item: Item, size: int, loader: Callable | None = None) -> torch.Te
     return img if item.pseudo < 0 else pseudo_anomaly(img, item.sample.key, item.pseudo)
 
 
+class _Memo:
+    """The entries of the last feature-cache folder read in this process: {path: (meta, {tap: tensor})}. Tensors are
+    only ever copied out of it (``get_taps`` fills its own output), so a memo hit gives the bytes the file holds."""
+
+    def __init__(self):
+        self.dir: Path | None = None
+        self.entries: dict[Path, tuple[dict, dict]] = {}
+
+    def get(self, path: Path, meta: dict):
+        hit = self.entries.get(path)
+        return hit[1] if hit is not None and hit[0] == meta else None
+
+    def put(self, folder: Path, path: Path, meta: dict, taps: dict) -> None:
+        if self.enabled:
+            if folder != self.dir:                  # one dataset's entries at a time: bounded memory
+                self.dir, self.entries = folder, {}
+            self.entries[path] = (meta, taps)
+
+    def clear(self) -> None:
+        self.dir, self.entries = None, {}
+
+    enabled = os.environ.get("DPDL_FEATURE_MEMO", "1") != "0"
+
+
+MEMO = _Memo()
+
+
 class FeatureCache:
     """Disk cache of one frozen extractor's maps at one image size, for one dataset."""
 
@@ -100,11 +131,15 @@ class FeatureCache:
 
     def _read(self, item: Item, shapes: dict) -> dict | None:
         p = self.path(item)
+        meta = self.meta(item)
+        hit = MEMO.get(p, meta)
+        if hit is not None:
+            return hit
         if not p.exists():
             return None
         try:
             blob = torch.load(p, map_location="cpu", weights_only=True)
-            ok = (isinstance(blob, dict) and blob.get("meta") == self.meta(item)
+            ok = (isinstance(blob, dict) and blob.get("meta") == meta
                   and all(tuple(blob[t].shape) == shapes[t] and bool(torch.isfinite(blob[t]).all())
                           for t in TAP_ORDER))
         except Exception:  # truncated, corrupt, not ours
@@ -114,6 +149,7 @@ class FeatureCache:
             self.stats.rebuilt += 1
             self._last_stale = p
             return None
+        MEMO.put(self.dir, p, meta, {t: blob[t] for t in TAP_ORDER})
         return blob
 
     def _write(self, item: Item, taps: dict) -> None:
@@ -170,6 +206,7 @@ class FeatureCache:
                     for t in TAP_ORDER:
                         out[t][i] = one[t]
                     self._write(items[i], one)
+                    MEMO.put(self.dir, self.path(items[i]), self.meta(items[i]), one)
                 bar.update(len(idx))
             bar.close()
             self.stats.extract_s += time.perf_counter() - t1

@@ -120,8 +120,9 @@ def experiment(out=None):
 # One run
 
 Trains and tests one run of DPDL (or of a baseline: `method`) with :func:`dpdl.train.run` and leaves its record (`run.json`) beside this
-notebook. The study (`dpdl study run`) executes this notebook with papermill, once per run; the parameters
-below are the defaults of `dpdl.train.RunConfig`.
+notebook. The parameters below are the defaults of `dpdl.train.RunConfig`. The study (`dpdl study run`) executes
+this notebook with papermill once per batch of runs of one dataset, given as `runs` (a list of `RunConfig`
+keyword dicts, run one after the other in this kernel: its start-up and the dataset's features are paid once).
 """),
         code('''dataset = "synthetic"
 setting = "general"      # "general" | "hard"
@@ -140,7 +141,8 @@ out = "."                # output folder: run.json (+ model, scores)
 run_id = None
 gpu = None               # set by the study's executors: CUDA_VISIBLE_DEVICES for this run
 threads = None           # set by the Dask executor: torch threads (1 per worker)
-plot = True              # draw the score histogram below (the study turns it off unless --plots)'''.replace("@PAPER_DEFAULTS@", _paper_defaults()), tags=["parameters"]),
+plot = True              # draw the score histogram below (the study turns it off unless --plots)
+runs = None              # the study: a list of RunConfig keyword dicts, run in turn (the parameters above unused)'''.replace("@PAPER_DEFAULTS@", _paper_defaults()), tags=["parameters"]),
         code('''import os
 if gpu is not None:
     os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -149,12 +151,14 @@ if threads:
     torch.set_num_threads(int(threads))
 from dpdl.train import RunConfig, run
 
-record = run(RunConfig(dataset=dataset, setting=setting, known_class=known_class, anomalies=anomalies, seed=seed,
-                       profile=profile, backbone=backbone, method=method, method_options=method_options,
-                       use_dpl=use_dpl, use_dfl=use_dfl, heads=heads,
-                       prototypes=prototypes, eps=eps, kappa=kappa, lam=lam, data_root=data_root, out=out,
-                       run_id=run_id), progress=False)
-print(record["run_id"], record["status"], record.get("error") or "", record["metrics"], sep="  ")'''),
+configs = [RunConfig(**r) for r in runs] if runs else [
+    RunConfig(dataset=dataset, setting=setting, known_class=known_class, anomalies=anomalies, seed=seed,
+              profile=profile, backbone=backbone, method=method, method_options=method_options,
+              use_dpl=use_dpl, use_dfl=use_dfl, heads=heads, prototypes=prototypes, eps=eps, kappa=kappa, lam=lam,
+              data_root=data_root, out=out, run_id=run_id)]
+for cfg in configs:
+    record = run(cfg, progress=False)
+    print(record["run_id"], record["status"], record.get("error") or "", record["metrics"], sep="  ")'''),
         md("Test scores of this run, normal vs anomaly (when the run saved them):"),
         code('''if plot:
     from dpdl.study.figures import score_histogram

@@ -54,6 +54,9 @@ def register(subparsers) -> None:
                    help="worker processes of the Dask LocalCluster")
     r.add_argument("--jobs", type=int_at_least(1), default=None,
                    help="local executor: runs at a time on CPU (default: cores // the profile's threads per run)")
+    r.add_argument("--batch", type=int_at_least(1), default=None,
+                   help="at most this many runs of a dataset per notebook kernel (default: 8 in the feature-cache "
+                        "profiles cpu and smoke, 1 in paper; a stopped sweep loses the batches in flight)")
     r.add_argument("--retry-failed", action="store_true", help="also rerun the runs that failed before")
     r.add_argument("--rerun-outdated", action="store_true",
                    help="also rerun finished runs made with other settings of the profile than the code's now")
@@ -149,7 +152,7 @@ def cmd_run(args) -> int:
         res = run_specs(plan.runs, args.profile, args.results_dir, executor=args.executor, scheduler=args.scheduler,
                         workers=args.workers, data_root=root, retry_failed=args.retry_failed,
                         progress=not args.no_progress, plot=args.plots, jobs=args.jobs,
-                        rerun_outdated=args.rerun_outdated, wait=args.wait)
+                        rerun_outdated=args.rerun_outdated, wait=args.wait, batch=args.batch)
     except Stopped as stop:
         ok = sum(r["status"] == "ok" for r in stop.results)
         print(f"stopped by {signal.Signals(stop.signum).name}: the runs in flight were stopped and removed; "

@@ -5,8 +5,8 @@
 * :func:`signals_deferred` -- hold those signals for a moment (a finished run being moved into place is never cut
   in half; a child being started is always registered, so that it can be stopped).
 * :class:`Progress` -- the sweep's progress bar (done/failed counts, running runs, ETA).
-* :func:`run_pool` -- each run in its own child process (``python -m dpdl.study.runner ...``, its own session, so a
-  terminal's Ctrl-C reaches only the sweep), one per free slot (a CPU job number or a GPU id). On :class:`Stopped`
+* :func:`run_pool` -- each task (a batch of runs) in its own child process (``python -m dpdl.study.runner ...``, its
+  own session, so a terminal's Ctrl-C reaches only the sweep), one per free slot (a CPU job number or a GPU id). On :class:`Stopped`
   the children get SIGTERM (each kills its kernel and removes its unfinished folder), SIGKILL after a grace time;
   runs that finished are kept. A child whose sweep dies (even ``kill -9``) notices within a second and exits
   (:func:`exit_with_parent`).
@@ -93,17 +93,19 @@ def exit_with_parent(poll_s: float = 0.5, on_exit: Callable[[], object] | None =
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def _summary(proc: subprocess.Popen, out, run_id: str, t0: float) -> dict:
-    """A finished child's summary: its last JSON line, else a failed summary with its last line of output."""
+def _summary(proc: subprocess.Popen, out, run_id: str, t0: float) -> list[dict]:
+    """A finished child's summaries: its last JSON line (a summary, or ``{"batch": [summaries]}``), else one failed
+    summary (``run_id``: the task's label) with its last line of output."""
     out.seek(0)
     lines = out.read().decode("utf-8", "replace").splitlines()
     out.close()
     found = [line for line in lines if line.startswith("{")]
     if proc.returncode == 0 and found:
-        return json.loads(found[-1])
+        res = json.loads(found[-1])
+        return list(res["batch"]) if "batch" in res else [res]
     last = next((line for line in reversed(lines) if line.strip()), f"exit status {proc.returncode}")
-    return {"run_id": run_id, "status": "failed", "error": f"the run's process failed: {last.strip()}",
-            "seconds": time.time() - t0}
+    return [{"run_id": run_id, "status": "failed", "error": f"the run's process failed: {last.strip()}",
+             "seconds": time.time() - t0}]
 
 
 def _stop_children(running: dict, grace_s: float) -> list[dict]:
@@ -123,15 +125,16 @@ def _stop_children(running: dict, grace_s: float) -> list[dict]:
             proc.wait()
         res = _summary(proc, out, run_id, t0)
         if proc.returncode == 0:
-            done.append(res)
+            done.extend(res)
     return done
 
 
 def run_pool(run_ids: Sequence[str], slots: Sequence, argv: Callable[[int, object], list[str]], *,
              on_start: Callable[[str], object] = lambda rid: None, on_finish: Callable[[dict], object] = lambda r: None,
              grace_s: float = 5.0, poll_s: float = 0.1, show_output: bool = False) -> list[dict]:
-    """Run child ``argv(i, slot)`` for every ``run_ids[i]``, one per free slot; returns the children's summaries
-    (their stdout's last JSON line; ``show_output``: their stderr goes to ours, e.g. a progress bar).
+    """Run child ``argv(i, slot)`` for every task ``run_ids[i]`` (a run id, or a batch's label), one per free slot;
+    returns the children's run summaries (their stdout's last JSON line, a summary or ``{"batch": [...]}``;
+    ``on_finish`` is called for each; ``show_output``: their stderr goes to ours, e.g. a progress bar).
 
     Raises :class:`Stopped` (with ``.results``: every run that finished) on SIGINT/SIGTERM, after stopping the
     children. Works from the main thread (signals) or any other (then only the caller stops it)."""
@@ -151,13 +154,16 @@ def run_pool(run_ids: Sequence[str], slots: Sequence, argv: Callable[[int, objec
                 for proc in [p for p in running if p.poll() is not None]:
                     run_id, slot, t0, out = running.pop(proc)
                     free.append(slot)
-                    res = _summary(proc, out, run_id, t0)
-                    results.append(res)
-                    on_finish(res)
+                    for res in _summary(proc, out, run_id, t0):
+                        results.append(res)
+                        on_finish(res)
                 time.sleep(poll_s)
     except BaseException as exc:                # Stopped, or anything else: no child outlives the pool
         with signals_deferred(deliver=False):   # a second Ctrl-C while stopping changes nothing
             done = _stop_children(running, grace_s)
+            for res in done:
+                with contextlib.suppress(Exception):
+                    on_finish(res)
         if isinstance(exc, Stopped):
             exc.results = results + done
         raise
@@ -172,16 +178,25 @@ class Progress:
         self.total, self.done, self.failed, self.times = total, 0, 0, []
         self.t0 = time.monotonic()
         self.running: list[str] = []
+        self.members: dict[str, set] = {}   # a running batch's label -> its runs not finished yet
         self.bar = None
         if enabled and total:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr)
 
-    def start(self, run_id: str):
+    def start(self, run_id: str, members: Sequence[str] | None = None):
+        """A task started: one run, or a batch labelled ``run_id`` of the runs ``members``."""
         self.running.append(run_id)
+        if members:
+            self.members[run_id] = set(members)
         self._post()
 
     def finish(self, res: dict):
+        for label, left in list(self.members.items()):
+            left.discard(res["run_id"])
+            if not left:
+                del self.members[label]
+                self.running.remove(label)
         if res["run_id"] in self.running:
             self.running.remove(res["run_id"])
         self.times.append(res["seconds"])

@@ -1,6 +1,7 @@
-"""Executing the study: one papermill run of ``notebooks/experiment.ipynb`` per :class:`~dpdl.study.plan.RunSpec`.
+"""Executing the study: papermill runs of ``notebooks/experiment.ipynb``, one per batch of :class:`~dpdl.study.plan.RunSpec`.
 
-Every run is written atomically. :func:`execute_run` executes the notebook into
+Runs go in batches (:func:`make_batches`: up to :func:`default_batch` runs of one dataset per kernel), and every
+run is written atomically. :func:`execute_batch` executes the notebook into
 ``results/runs/<profile>/.tmp/<run_id>-<pid>/`` and only then ``os.replace``-s that folder to
 ``results/runs/<profile>/<run_id>/``; a sweep killed at any moment (even ``kill -9``) loses at most the runs in
 flight, never shows a half-written run folder, and the next sweep cleans the stale ``.tmp`` folders and runs only
@@ -13,35 +14,14 @@ ones are kept, and the same command resumes.
 
 Executors
 ---------
-``local`` (default) runs every notebook in a child process of its own (:mod:`dpdl.study.local`); on a CPU machine
+``local`` (default) runs every batch's notebook in a child process of its own (:mod:`dpdl.study.local`); on a CPU machine
 it runs ``jobs`` of them at a time: by default
 ``cpu_count // profile.threads`` when the profile pins torch's threads (``cpu`` and ``smoke`` use one thread per
 run, so a 2-core machine runs two at once), else one at a time with torch's threads as the environment sets
 them; ``--jobs 1`` forces one at a time. On a machine with k GPUs it runs k at a time, one per GPU (the
 notebook's ``gpu`` parameter sets ``CUDA_VISIBLE_DEVICES`` before torch is imported).
 
-``dask`` sends the same :func:`execute_run` calls to a Dask distributed cluster: a ``LocalCluster`` of
-``workers`` single-threaded processes here, or an existing cluster with ``scheduler="tcp://host:8786"``
-(e.g. started by ``dask-jobqueue`` on SLURM/PBS, or ``dask scheduler`` + ``dask worker`` by hand; every worker
-needs this package installed and the results folder on a shared file system). Each task pins itself to one
-thread (``OMP_NUM_THREADS=1``, the notebook's ``threads=1``) unless the worker sees a GPU; then it runs on one
-of the worker's visible GPUs, picked by the worker's index (start one worker per GPU, e.g. with
-``CUDA_VISIBLE_DEVICES=i dask worker ...`` or dask-cuda's ``LocalCUDACluster``).
-
-A cluster from ``dask-jobqueue``, for instance::
-
-    from dask_jobqueue import SLURMCluster
-    cluster = SLURMCluster(cores=4, memory="32GB", job_extra_directives=["--gres=gpu:1"])
-    cluster.scale(jobs=8)
-    print(cluster.scheduler_address)   # then: dpdl study run --profile paper --executor dask --scheduler <it>
-
-Why Dask: the runs are independent, coarse (seconds to hours) Python function calls that write their own
-results to a shared file system -- exactly what ``client.submit`` + ``as_completed`` expresses, with no
-scheduler-specific code. The same code scales from a laptop (``LocalCluster``) to many GPU machines
-(``dask-jobqueue``, Kubernetes, SSH), it is pure Python and pip-installable (no daemon to administer, unlike
-Ray or a batch system), tasks failing or workers dying are retried/reported by the scheduler, and its dashboard
-shows progress. Task-level parallelism over notebooks needs nothing more (no shared state between runs; the
-resume logic lives in the result folders, not in the scheduler).
+``dask`` sends the same batches to a Dask distributed cluster (:mod:`dpdl.study.cluster`).
 """
 from __future__ import annotations
 
@@ -60,6 +40,7 @@ from ..records import SCHEMA_VERSION, atomic_write_json, code_version, read_reco
 from .local import Progress, Stopped, child_argv, exit_with_parent, run_pool, signals_deferred, signals_raise
 from .lock import results_lock
 from .outdated import method_changes, outdated_fields  # noqa: F401  (re-exported: the sweep and tests use them)
+from .cluster import gpu_ids, run_dask
 from .plan import RunSpec
 
 EXPERIMENT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
@@ -143,49 +124,78 @@ def _kernel_env() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent, *parts])
 
 
-def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, *, data_root=None, gpu: str | int | None = None,
-                threads: int | None = None, notebook: str | os.PathLike | None = None,
-                log_output: bool = False, plot: bool = False, quiet_kernel: bool = True) -> dict:
-    """Papermill the experiment notebook for one run and move its folder into place atomically.
+def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, **kw) -> dict:
+    """:func:`execute_batch` of one run: its summary ``{"run_id", "status", "error", "seconds"}``."""
+    return execute_batch([spec], profile, results_dir, **kw)[0]
 
-    Returns a summary ``{"run_id", "status", "error", "seconds"}``. Never raises for a failing run: the
-    failure is recorded in the run's ``run.json`` (``status: "failed"``, ``error``: one sentence).
-    ``plot``: the notebook also draws the score histogram (about a second more per run: matplotlib).
-    ``quiet_kernel``: the kernel's own stderr (start-up warnings) goes to ``kernel.log`` in the run folder, kept
-    when the run failed (uses a process-wide file-descriptor redirect: only for one run at a time per process).
+
+def execute_batch(specs: list, profile: str, results_dir=None, *, data_root=None, gpu: str | int | None = None,
+                  threads: int | None = None, notebook: str | os.PathLike | None = None, log_output: bool = False,
+                  plot: bool = False, quiet_kernel: bool = True) -> list[dict]:
+    """Papermill the experiment notebook once for ``specs`` (their runs one after the other in one kernel, the
+    notebook's ``runs`` parameter) and move each run's folder into place atomically. One summary
+    ``{"run_id", "status", "error", "seconds"}`` per spec, in order.
+
+    Why batches: a kernel's start-up and a dataset's feature files (kept in memory, dpdl.features.MEMO) are paid
+    once per batch instead of once per run; a run's numbers do not depend on its batch (tests/test_study_batch.py).
+    Each run folder gets a copy of the batch's executed notebook; ``study.batch`` in its record lists the batch.
+    Never raises for a failing run: a run whose cell raised gets a ``run.json`` with ``status: "failed"`` and the
+    error's sentence, and the runs after it in the batch are executed again in a new kernel.
+    ``plot``: the notebook also draws the score histogram (single runs only; about a second more: matplotlib).
+    ``quiet_kernel``: the kernel's own stderr (start-up warnings) goes to ``kernel.log`` in the first run's folder,
+    kept when a run failed (uses a process-wide file-descriptor redirect: only for one batch at a time per process).
     """
     import papermill as pm
 
-    spec = RunSpec.from_dict(spec) if isinstance(spec, dict) else spec
+    todo = [RunSpec.from_dict(s) if isinstance(s, dict) else s for s in specs]
     _kernel_env()
     base = runs_dir(profile, results_dir)
-    final = base / spec.run_id
-    tmp = work_dir(spec, profile, results_dir)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    params = spec.config(profile, data_root=data_root, out=tmp)
-    params.update(gpu=gpu, threads=threads, plot=bool(plot))
-    cfg = {k: v for k, v in params.items() if k not in ("gpu", "threads", "plot")}
-    t0 = time.time()
-    error = None
-    try:
-        with stderr_to(tmp / "kernel.log" if quiet_kernel else None):
-            pm.execute_notebook(str(notebook or EXPERIMENT_NOTEBOOK), str(tmp / "experiment.ipynb"),
-                                parameters=params, kernel_name="python3", progress_bar=False,
-                                log_output=log_output, cwd=str(tmp), **papermill_kwargs())
-    except Exception as exc:  # noqa: BLE001 - any failure of the run is recorded, not raised
-        error = _error_sentence(exc)
-    except BaseException:     # stopped (Ctrl-C, SIGTERM): no trace of the unfinished run
-        kill_kernels()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    with signals_deferred():  # from here on the run is finished: it is moved into place even if stopped now
-        return _finish_run(spec, profile, tmp, final, base, cfg, error, time.time() - t0)
+    summaries: list[dict] = []
+    while todo:
+        tmps = [work_dir(s, profile, results_dir) for s in todo]
+        for tmp in tmps:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        cfgs = [s.config(profile, data_root=data_root, out=tmp) for s, tmp in zip(todo, tmps)]
+        params = dict(cfgs[0]) if len(todo) == 1 else {"runs": cfgs, "profile": profile}
+        params.update(gpu=gpu, threads=threads, plot=bool(plot) and len(todo) == 1)
+        executed = tmps[0] / "experiment.ipynb"
+        t0 = time.time()
+        error = None
+        try:
+            with stderr_to(tmps[0] / "kernel.log" if quiet_kernel else None):
+                pm.execute_notebook(str(notebook or EXPERIMENT_NOTEBOOK), str(executed), parameters=params,
+                                    kernel_name="python3", progress_bar=False, log_output=log_output,
+                                    cwd=str(tmps[0]), **papermill_kwargs())
+        except Exception as exc:  # noqa: BLE001 - any failure of a run is recorded, not raised
+            error = _error_sentence(exc)
+        except BaseException:     # stopped (Ctrl-C, SIGTERM): no trace of the unfinished runs
+            kill_kernels()
+            for tmp in tmps:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        elapsed = time.time() - t0
+        written = [(tmp / "run.json").exists() for tmp in tmps]
+        # the run that raised: the first without a record (else the last: its cell failed after writing it)
+        culprit = (written.index(False) if False in written else len(todo) - 1) if error else None
+        ran = len(todo) if culprit is None else culprit + 1
+        with signals_deferred():  # from here on these runs are finished: moved into place even if stopped now
+            for tmp in tmps[1:ran]:
+                if executed.exists():
+                    shutil.copyfile(executed, tmp / "experiment.ipynb")
+            batch = {"runs": [s.run_id for s in todo[:ran]], "seconds": round(elapsed, 3)}
+            for i in range(ran):
+                summaries.append(_finish_run(todo[i], profile, tmps[i], base / todo[i].run_id, base, cfgs[i],
+                                             error if i == culprit else None, elapsed / ran, batch))
+            for tmp in tmps[ran:]:
+                shutil.rmtree(tmp, ignore_errors=True)
+        todo = todo[ran:]
+    return summaries
 
 
 def _finish_run(spec: RunSpec, profile: str, tmp: Path, final: Path, base: Path, cfg: dict, error: str | None,
-                elapsed: float) -> dict:
+                elapsed: float, batch: dict | None = None) -> dict:
     """Complete the record in ``tmp`` (a failed one when ``error``) and move ``tmp`` to ``final`` atomically."""
     rec_path = tmp / "run.json"
     rec = None
@@ -203,7 +213,10 @@ def _finish_run(spec: RunSpec, profile: str, tmp: Path, final: Path, base: Path,
             rec.setdefault("error", error)
             rec["status"] = "failed"
         rec.setdefault("run_id", spec.run_id)
+    # notebook_s: this run's share of its batch's notebook wall time (kernel start included)
     rec["study"] = {"groups": list(spec.groups), "variant": spec.variant, "notebook_s": round(elapsed, 3)}
+    if batch and len(batch["runs"]) > 1:
+        rec["study"]["batch"] = batch
     if isinstance(rec.get("config"), dict) and rec["config"].get("out"):
         rec["config"]["out"] = str(final)   # where the run lives, not the temporary folder it ran in
     atomic_write_json(rec_path, rec)
@@ -220,6 +233,32 @@ def _finish_run(spec: RunSpec, profile: str, tmp: Path, final: Path, base: Path,
     return {"run_id": spec.run_id, "status": rec["status"], "error": rec.get("error"), "seconds": elapsed}
 
 
+def _label(batch: list[RunSpec]) -> str:
+    """A batch's name in the progress bar: its first run id, ``+k`` more."""
+    return batch[0].run_id + (f" +{len(batch) - 1}" if len(batch) > 1 else "")
+
+
+def default_batch(profile: str) -> int:
+    """Runs per kernel (:func:`execute_batch`): 8 for the feature-cache profiles (runs of seconds, where a kernel's
+    start-up and the feature files were a third of a run), 1 otherwise (GPU runs of minutes)."""
+    from ..config import get_profile
+    try:
+        return 8 if get_profile(profile).feature_cache else 1
+    except ValueError:
+        return 1
+
+
+def make_batches(todo: list[RunSpec], size: int, slots: int = 1) -> list[list[RunSpec]]:
+    """``todo`` in batches of at most ``size`` runs of one dataset (they share its features in memory), and small
+    enough that every slot gets work: at most ``ceil(len / slots)`` runs each. The order of ``todo`` is kept within
+    a dataset."""
+    by_ds: dict[str, list[RunSpec]] = {}
+    for s in todo:
+        by_ds.setdefault(s.dataset, []).append(s)
+    size = max(1, min(int(size), -(-len(todo) // max(1, slots)))) if todo else 1
+    return [runs[i:i + size] for runs in by_ds.values() for i in range(0, len(runs), size)]
+
+
 def default_jobs(profile: str) -> int:
     """Concurrent local CPU runs: ``cpu_count // threads`` when the profile pins torch's threads, else 1."""
     try:
@@ -228,43 +267,6 @@ def default_jobs(profile: str) -> int:
     except (ValueError, ImportError):
         threads = 0
     return max(1, (os.cpu_count() or 1) // threads) if threads else 1
-
-
-def _dask_task(spec: dict, profile: str, results_dir: str, data_root, gpu_per_worker: bool,
-               plot: bool = False) -> dict:
-    """What a Dask worker runs: :func:`execute_run`, with one CPU thread per task, or, where the worker sees
-    GPUs, on one of them (chosen by the worker's index, so that a LocalCluster with one worker per GPU spreads)."""
-    gpus = _gpu_ids()
-    gpu = None
-    if gpus:
-        try:
-            from distributed import get_worker
-            name = get_worker().name
-            idx = int(name) if str(name).isdigit() else abs(hash(str(name)))
-        except Exception:  # noqa: BLE001 - not in a worker (tests call this directly)
-            idx = 0
-        gpu = gpus[idx % len(gpus)]
-    else:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = "1"
-    return execute_run(spec, profile, results_dir, data_root=data_root, gpu=gpu,
-                       threads=None if gpus else 1, plot=plot)
-
-
-def _gpu_ids() -> list[str]:
-    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (honouring it when set)."""
-    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if vis is not None:
-        return [v.strip() for v in vis.split(",") if v.strip() and v.strip() != "-1"]
-    try:
-        import torch
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001
-        return []
-
-
-def _gpu_count() -> int:
-    return len(_gpu_ids())
 
 
 def warm_feature_cache(datasets: Iterable[str], profile: str, data_root=None, log: Callable[[str], None] = print,
@@ -308,8 +310,12 @@ def _warm_in_child(todo: list[RunSpec], profile: str, data_root, log, progress: 
 def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, executor: str = "local",
               scheduler: str | None = None, workers: int | None = None, data_root=None,
               retry_failed: bool = False, progress: bool = True, plot: bool = False, jobs: int | None = None,
-              log: Callable[[str], None] = print, rerun_outdated: bool = False, wait: bool = False) -> dict:
+              log: Callable[[str], None] = print, rerun_outdated: bool = False, wait: bool = False,
+              batch: int | None = None) -> dict:
     """Run what is missing among ``specs``; returns counts ``{"done", "failed", "ran", "skipped_done", ...}``.
+
+    ``batch``: at most this many runs of a dataset per kernel (:func:`execute_batch`; default
+    :func:`default_batch`).
 
     Holds the results folder's lock (:func:`~dpdl.study.lock.results_lock`; ``wait``: wait for another sweep
     instead of refusing). Ctrl-C or SIGTERM raise :class:`~dpdl.study.local.Stopped` once the runs in flight are
@@ -320,11 +326,11 @@ def run_specs(specs: Iterable[RunSpec], profile: str, results_dir=None, *, execu
     with results_lock(results_dir, wait=wait, log=log), signals_raise():
         return _run_locked(list(specs), profile, results_dir, executor=executor, scheduler=scheduler,
                            workers=workers, data_root=data_root, retry_failed=retry_failed, progress=progress,
-                           plot=plot, jobs=jobs, log=log, rerun_outdated=rerun_outdated)
+                           plot=plot, jobs=jobs, log=log, rerun_outdated=rerun_outdated, batch=batch)
 
 
 def _run_locked(specs: list[RunSpec], profile: str, results_dir: Path, *, executor, scheduler, workers, data_root,
-                retry_failed, progress, plot, jobs, log, rerun_outdated) -> dict:
+                retry_failed, progress, plot, jobs, log, rerun_outdated, batch=None) -> dict:
     base = runs_dir(profile, results_dir)
     base.mkdir(parents=True, exist_ok=True)
     stale = clean_stale_tmp(profile, results_dir)
@@ -359,75 +365,44 @@ def _run_locked(specs: list[RunSpec], profile: str, results_dir: Path, *, execut
     prog = Progress(len(todo), enabled=progress)
     try:
         if todo and executor == "local":
-            gpus = _gpu_ids()
+            gpus = gpu_ids()
             if len(gpus) > 1:
                 slots = gpus                                       # one run per GPU
             else:
                 slots = list(range(int(jobs) if jobs else (1 if gpus else default_jobs(profile))))
-            log(f"local: {len(slots)} run(s) at a time" + (" (one per GPU)" if len(gpus) > 1 else ""))
+            batches = make_batches(todo, batch or default_batch(profile), len(slots))
+            log(f"local: {len(slots)} process(es) at a time" + (" (one per GPU)" if len(gpus) > 1 else "")
+                + f", {len(todo)} runs in {len(batches)} batch(es) of up to {max(map(len, batches))} runs per kernel")
             root = "" if data_root is None else str(data_root)
-            results = run_pool([s.run_id for s in todo], slots,
-                               lambda i, slot: child_argv(json.dumps(todo[i].to_dict()), profile, results_dir, root,
-                                                          int(plot), slot if len(gpus) > 1 else ""),
-                               on_start=prog.start, on_finish=prog.finish)
+            labels = [_label(b) for b in batches]
+            members = dict(zip(labels, batches))
+
+            def finished(res: dict) -> None:   # a batch whose process died: each of its unfinished runs failed
+                for r in ([res] if res["run_id"] not in members else
+                          [{**res, "run_id": s.run_id} for s in members[res["run_id"]]
+                           if s.run_id not in {x["run_id"] for x in results}]):
+                    results.append(r)
+                    prog.finish(r)
+
+            run_pool(labels, slots,
+                     lambda i, slot: child_argv(json.dumps([s.to_dict() for s in batches[i]]), profile, results_dir,
+                                                root, int(plot), slot if len(gpus) > 1 else ""),
+                     on_start=lambda label: prog.start(label, [s.run_id for s in members[label]]),
+                     on_finish=finished)
         elif todo and executor == "dask":
-            results = _run_dask(todo, profile, results_dir, scheduler=scheduler, workers=workers,
-                                data_root=data_root, prog=prog, log=log, plot=plot)
+            results = run_dask(todo, profile, results_dir, scheduler=scheduler, workers=workers,
+                                data_root=data_root, prog=prog, log=log, plot=plot,
+                                batch=batch or default_batch(profile))
     except Stopped as stop:
         prog.close()
         clean_stale_tmp(profile, results_dir)   # the stopped runs' folders (their processes are gone)
-        stop.results = stop.results or results
+        stop.results = results
         raise
     finally:
         prog.close()
     ok = sum(r["status"] == "ok" for r in results)
     return {"ran": len(results), "ok": ok, "failed_now": len(results) - ok, "done_before": already_done,
             "failed_before": already_failed, "results": results}
-
-
-def _run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler, workers, data_root, prog, log,
-              plot=False):
-    from dask.distributed import Client, LocalCluster, as_completed
-
-    cluster = None
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise ValueError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
-        log(f"dask: connected to {scheduler} ({len(client.scheduler_info()['workers'])} workers)")
-        gpu = False
-    else:
-        gpu = _gpu_count() > 0
-        n = int(workers or (_gpu_count() if gpu else os.cpu_count()) or 1)
-        cluster = LocalCluster(n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None)
-        client = Client(cluster)
-        log(f"dask: LocalCluster with {n} single-threaded worker processes")
-    results = []
-    try:
-        futs = []
-        for s in todo:
-            prog.start(s.run_id)
-            futs.append(client.submit(_dask_task, s.to_dict(), profile, str(results_dir),
-                                      None if data_root is None else str(data_root), gpu, plot,
-                                      key=f"run-{profile}-{s.run_id}", pure=False, retries=0))
-        for fut in as_completed(futs):
-            try:
-                res = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a worker died: the run stays pending
-                rid = fut.key.split(f"run-{profile}-", 1)[-1]
-                res = {"run_id": rid, "status": "failed", "error": _error_sentence(exc), "seconds": 0.0}
-            results.append(res)
-            prog.finish(res)
-    except Stopped as stop:
-        client.cancel(futs)   # a LocalCluster's workers die with it; a remote worker finishes its task
-        stop.results = results
-        raise
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return results
 
 
 def study_status(plan, results_dir=None) -> dict:
@@ -451,8 +426,8 @@ def study_status(plan, results_dir=None) -> dict:
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m dpdl.study.runner SPEC_JSON PROFILE RESULTS_DIR [DATA_ROOT] [PLOT] [GPU]``: one run; prints its
-    summary as a JSON line (the local executor's child; ``--warm ...``: :func:`warm_feature_cache`).
+    """``python -m dpdl.study.runner SPECS_JSON PROFILE RESULTS_DIR [DATA_ROOT] [PLOT] [GPU]``: one batch of runs (a
+    JSON list of specs, or one spec); prints ``{"batch": [summaries]}`` as a JSON line (the local executor's child; ``--warm ...``: :func:`warm_feature_cache`).
     SIGTERM/SIGINT stop it (exit status 128 + signal); it exits too when the sweep that started it is gone."""
     from ..paths import set_tool_config_env
     set_tool_config_env()
@@ -464,18 +439,21 @@ def _main(argv: list[str]) -> int:
         print(json.dumps({"run_id": "feature cache", "status": "ok", "error": None, "log": lines,
                           "seconds": time.time() - t0}), flush=True)
         return 0
-    spec, profile, results_dir = RunSpec.from_dict(json.loads(argv[0])), argv[1], argv[2]
-    exit_with_parent(on_exit=lambda: (kill_kernels(), shutil.rmtree(work_dir(spec, profile, results_dir), True)))
+    given = json.loads(argv[0])
+    specs = [RunSpec.from_dict(d) for d in (given if isinstance(given, list) else [given])]
+    profile, results_dir = argv[1], argv[2]
+    exit_with_parent(on_exit=lambda: (kill_kernels(), [shutil.rmtree(work_dir(s, profile, results_dir), True)
+                                                       for s in specs]))
     data_root = argv[3] if len(argv) > 3 and argv[3] else None
     plot = len(argv) > 4 and argv[4] == "1"
     gpu = argv[5] if len(argv) > 5 and argv[5] else None
     try:
         with signals_raise(on_signal=kill_kernels):   # its kernel dies at once, not after papermill's clean-up
-            res = execute_run(spec, profile, results_dir, data_root=data_root, plot=plot, gpu=gpu,
-                              quiet_kernel=True)
+            res = execute_batch(specs, profile, results_dir, data_root=data_root, plot=plot, gpu=gpu,
+                                quiet_kernel=True)
     except Stopped as stop:
         return 128 + stop.signum
-    print(json.dumps(res), flush=True)
+    print(json.dumps({"batch": res}), flush=True)
     return 0
 
 

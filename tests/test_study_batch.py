@@ -1,0 +1,76 @@
+"""Batches of runs in one kernel (dpdl.study.runner.execute_batch): a run's numbers do not depend on its batch,
+a run that raises is recorded failed without taking the rest of its batch with it, and the in-process feature
+memo gives the bytes of the cache files."""
+import json
+
+import pytest
+import torch
+
+from dpdl.study import runner
+from dpdl.study.plan import RunSpec
+
+
+def spec(seed=0, variant="full", **overrides):
+    return RunSpec(dataset="synthetic", setting="general", known_class=None, anomalies=10, seed=seed,
+                   variant=variant, overrides=tuple(sorted(overrides.items())), groups=("table1",))
+
+
+def test_make_batches_groups_by_dataset_and_feeds_every_slot():
+    a = [spec(seed=s) for s in range(7)]
+    b = [RunSpec(dataset="other", setting="general", known_class=None, anomalies=1, seed=s, variant="full",
+                 overrides=(), groups=()) for s in range(3)]
+    batches = runner.make_batches(a + b, size=4, slots=2)
+    assert [len(x) for x in batches] == [4, 3, 3]
+    assert all(len({s.dataset for s in x}) == 1 for x in batches)
+    assert [s.run_id for x in batches for s in x] == [s.run_id for s in a + b]   # order kept
+    # few runs, two slots: two batches, not one
+    assert [len(x) for x in runner.make_batches(a[:4], size=8, slots=2)] == [2, 2]
+    assert runner.make_batches([], size=8, slots=2) == []
+
+
+@pytest.mark.slow
+def test_batch_gives_the_numbers_of_single_runs_and_isolates_a_failing_run(tmp_path, synthetic_root):
+    good_a, good_b = spec(seed=0), spec(seed=1, variant="dra", method="dra")
+    bad = spec(seed=2, variant="bad", method_options={"nosuch": 1})
+    out = runner.execute_batch([good_a, bad, good_b], "smoke", tmp_path / "batch")
+    assert [o["run_id"] for o in out] == [good_a.run_id, bad.run_id, good_b.run_id]
+    assert [o["status"] for o in out] == ["ok", "failed", "ok"]
+    assert "nosuch" in out[1]["error"]           # the sentence of the run that raised, not of its neighbours
+    base = tmp_path / "batch" / "runs" / "smoke"
+    rec_a = json.loads((base / good_a.run_id / "run.json").read_text())
+    assert rec_a["study"]["batch"]["runs"] == [good_a.run_id, bad.run_id]   # the first kernel stopped at `bad`
+    assert (base / good_b.run_id / "experiment.ipynb").exists()
+    assert not (base / runner.TMP).exists() or not any((base / runner.TMP).iterdir())
+
+    alone = runner.execute_run(good_b, "smoke", tmp_path / "alone")
+    assert alone["status"] == "ok"
+    in_batch = json.loads((base / good_b.run_id / "scores.json").read_text())
+    single = json.loads((tmp_path / "alone" / "runs" / "smoke" / good_b.run_id / "scores.json").read_text())
+    assert in_batch["scores"] == single["scores"]
+
+
+def test_feature_memo_gives_the_cached_bytes(tmp_path, synthetic_root, monkeypatch):
+    from dpdl.backbones import build_backbone
+    from dpdl.config import get_profile
+    from dpdl.data import make_split
+    from dpdl.features import MEMO, FeatureCache, Item
+
+    prof = get_profile("smoke")
+    split = make_split("synthetic", setting="general", anomalies=1, seed=0)
+    ext = build_backbone(prof.backbone, prof.feature_layers, image_size=prof.image_size).freeze()
+    items = [Item(s) for s in split.train_normal[:6]] + [Item(split.train_normal[0], 0)]
+    cache = FeatureCache(ext, prof.image_size, "synthetic", root=tmp_path)
+    MEMO.clear()
+    first = cache.get_taps(items)                     # extracted and written (and kept in the memo)
+    assert len(MEMO.entries) == len(items)
+    from_memo = FeatureCache(ext, prof.image_size, "synthetic", root=tmp_path).get_taps(items)
+    MEMO.clear()
+    from_disk = FeatureCache(ext, prof.image_size, "synthetic", root=tmp_path).get_taps(items)
+    for t in first:
+        assert torch.equal(first[t], from_disk[t]) and torch.equal(from_memo[t], from_disk[t])
+    from_memo[next(iter(from_memo))].zero_()          # the caller's tensors are copies: the memo is untouched
+    again = FeatureCache(ext, prof.image_size, "synthetic", root=tmp_path).get_taps(items)
+    assert all(torch.equal(again[t], from_disk[t]) for t in again)
+    # another dataset folder replaces the memo (one dataset at a time)
+    FeatureCache(ext, prof.image_size, "elsewhere", root=tmp_path).get_taps(items[:1])
+    assert len(MEMO.entries) == 1

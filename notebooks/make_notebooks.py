@@ -99,7 +99,14 @@ for w/o DPL on industrial datasets; below are our measurements.""", 'pages.show(
 AUC (general setting, M = 10) as one hyper-parameter varies with the others at the paper's values (`dpdl.model.PAPER_DEFAULTS`;
 dashed lines). The paper gives no numbers for Fig. 3; it claims performance is stable
 over a range, that too few or too many prototypes C hurt, that larger ε slowly degrades AUC, that κ above 10
-can hurt, and that λ = 0.01 is best on larger datasets and λ = 1 on small ones.""", 'pages.show("fig3", profile, results_dir)', "pages"),
+can hurt, and that λ = 0.01 is best on larger datasets and λ = 1 on small ones.
+
+**What ε does here.** The runs use the reading of the [Method](../method.md) page (`dpl_loss="margin"`,
+unit-norm bridge input): ε is the temperature of the soft minimum in the DPL distance $d$, the scale of α's
+logits ($\log\alpha/\epsilon$), and the variance $\epsilon\boldsymbol{\sigma}_c$ of the prototype density that picks
+$c^*$ in $M_r$'s residual. Under the printed reading ε had no effect by construction (the plan was one-hot and the
+residual was the input itself, issue 12), so its curve was flat; a flat ε curve below is a measurement, not that
+artefact. Every record carries its reading (`dpdl_config`).""", 'pages.show("fig3", profile, results_dir)', "pages"),
     "report_performance": ("Performance", """
 Where the time goes: wall time per run (measured by `dpdl train` itself and stored in each run record's
 `timings`), per study, the breakdown into steps, the profile choices measured on ELPV, and the benchmarks of
@@ -117,7 +124,7 @@ recomputes a finished run: to rerun a group in place, delete its run folders and
 def experiment(out=None):
     write("experiment.ipynb", [
         md("""
-# One run
+# One run (or a batch of runs)
 
 Trains and tests one run of DPDL (or of a baseline: `method`) with :func:`dpdl.train.run` and leaves its record (`run.json`) beside this
 notebook. The parameters below are the defaults of `dpdl.train.RunConfig`. The study (`dpdl study run`) executes

@@ -49,7 +49,7 @@ def test_batch_gives_the_numbers_of_single_runs_and_isolates_a_failing_run(tmp_p
     assert in_batch["scores"] == single["scores"]
 
 
-def test_feature_memo_gives_the_cached_bytes(tmp_path, synthetic_root, monkeypatch):
+def test_feature_memo_gives_the_cached_bytes(tmp_path, synthetic_root):
     from dpdl.backbones import build_backbone
     from dpdl.config import get_profile
     from dpdl.data import make_split
@@ -74,3 +74,28 @@ def test_feature_memo_gives_the_cached_bytes(tmp_path, synthetic_root, monkeypat
     # another dataset folder replaces the memo (one dataset at a time)
     FeatureCache(ext, prof.image_size, "elsewhere", root=tmp_path).get_taps(items[:1])
     assert len(MEMO.entries) == 1
+
+
+def test_culprit_is_the_run_that_raised(tmp_path):
+    """Runs write their records in order and the first exception stops the cell (dpdl.train.run writes a failed
+    record for an error mid-run, then re-raises; a bad parameter raises before anything is written)."""
+    from dpdl.records import atomic_write_json
+
+    def folders(*recs):
+        out = []
+        for i, rec in enumerate(recs):
+            d = tmp_path / f"{len(list(tmp_path.iterdir()))}-{i}"
+            d.mkdir()
+            if rec is not None:
+                atomic_write_json(d / "run.json", rec)
+            out.append(d)
+        return out
+
+    ok, err = {"status": "ok"}, "RuntimeError: broken file"
+    assert runner._culprit(folders(ok, None, None), None) is None
+    assert runner._culprit(folders(ok, None, None), "ValueError: bad option") == 1           # raised in validate
+    assert runner._culprit(folders(ok, {"status": "failed", "error": err}, None), err) == 1   # raised mid-run
+    # a run that failed without raising (non-finite loss), then one that raised before writing
+    nonfinite = {"status": "failed", "error": "non-finite loss at step 3 (dpl_n)"}
+    assert runner._culprit(folders(nonfinite, None), "ValueError: bad option") == 1
+    assert runner._culprit(folders(ok, ok), "NameError: x") == 1                               # a later cell failed

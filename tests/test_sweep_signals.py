@@ -27,7 +27,8 @@ def start_sweep(root: Path, home: Path) -> subprocess.Popen:
     for var in ("MPLCONFIGDIR", "IPYTHONDIR"):
         env.pop(var, None)
     return subprocess.Popen([sys.executable, "-m", "dpdl.cli", "study", "run", "--profile", "smoke", "--only",
-                             "table1", "--jobs", "2", "--no-progress", "--no-tables", "--results-dir", str(root)],
+                             "table1", "--jobs", "2", "--batch", "1", "--no-progress", "--no-tables",
+                             "--results-dir", str(root)],
                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -56,9 +56,10 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
         study = perf["study"].T.reset_index()
         study.columns = ["measure", "value"]
         study["value"] = [render.num(v, 2) if isinstance(v, float) else str(v) for v in study["value"]]
-        _display(_md("## Per study\n\nEach run's wall time (its experiment notebook, kernel start included) and "
-                     "the time inside `dpdl train`; the local executor runs `--jobs` notebooks at a time, so the "
-                     "study's wall time is about the sum of the run wall times divided by that number."),
+        _display(_md("## Per study\n\nEach run's wall time (its share of its batch's experiment notebook, kernel "
+                     "start included: the study runs up to `--batch` runs of a dataset per kernel) and the time "
+                     "inside `dpdl train`; the local executor runs `--jobs` batches at a time, so the study's wall "
+                     "time is about the sum of the run wall times divided by that number."),
                  styled(study),
                  _md("## Per dataset\n\nIn-process time of `dpdl train`, seconds."),
                  styled(perf["per_dataset"].rename(columns={"median_s": "median (s)", "mean_s": "mean (s)",

@@ -67,8 +67,9 @@ RUN_STEPS = ("features_s", "train_s", "test_s")   # the parts of timings.total_s
 def performance_tables(results=None, profile: str = "cpu", records=None) -> dict:
     """Wall time per run and per study, the step-time breakdown, and the benchmark files (``benchmarks/``).
 
-    Per run: ``timings`` of the record (measured inside ``dpdl train``) and ``study.notebook_s`` (the wall time
-    of the run's experiment notebook under ``dpdl study run``, kernel start included)."""
+    Per run: ``timings`` of the record (measured inside ``dpdl train``) and ``study.notebook_s`` (the run's share
+    of the wall time of its batch's experiment notebook under ``dpdl study run``, kernel start included: the
+    batch's time divided by its runs; a run alone in its kernel has it all)."""
     recs = load_runs(profile, results, include_failed=True) if records is None else records
     rows = []
     for rec in recs["record"]:

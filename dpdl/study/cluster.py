@@ -74,7 +74,7 @@ def run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler,
               plot=False, batch: int = 1):
     from dask.distributed import Client, LocalCluster, as_completed
 
-    from .runner import _error_sentence, _label, make_batches
+    from .runner import _error_sentence, _label, died, make_batches
 
     cluster = None
     if scheduler:
@@ -93,7 +93,7 @@ def run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler,
     results = []
     try:
         futs, members = [], {}
-        batches = make_batches(todo, batch, len(client.scheduler_info()["workers"]) or 1)
+        batches = make_batches(todo, batch, len(client.scheduler_info()["workers"]) or int(workers or 1))
         for b in batches:
             label = _label(b)
             prog.start(label, [s.run_id for s in b])
@@ -105,9 +105,8 @@ def run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler,
         for fut in as_completed(futs):
             try:
                 got = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a worker died: its runs stay pending
-                got = [{"run_id": s.run_id, "status": "failed", "error": _error_sentence(exc), "seconds": 0.0}
-                       for s in members[fut.key]]
+            except Exception as exc:  # noqa: BLE001 - a worker died: its unfinished runs stay pending
+                got = died(members[fut.key], {"error": _error_sentence(exc), "seconds": 0.0}, profile, results_dir)
             for res in got:
                 results.append(res)
                 prog.finish(res)

@@ -67,7 +67,8 @@ def register(subparsers) -> None:
     r.add_argument("--no-tables", action="store_true",
                    help="do not rewrite results/tables/<profile> and results/figures/<profile> after the runs")
     r.add_argument("--plots", action="store_true",
-                   help="each run's notebook also draws its score histogram (about 1 s more per run)")
+                   help="each run's notebook also draws its score histogram (about 1 s more per run; one run per "
+                        "kernel unless --batch is given)")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="done / failed / pending runs per group")

@@ -101,8 +101,7 @@ def _error_sentence(exc: BaseException) -> str:
         text = f"{ename}: {evalue}" if evalue else str(ename)
     else:
         text = f"{type(exc).__name__}: {exc}"
-    text = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return text[:500]
+    return _first_line(text) or type(exc).__name__
 
 
 def _failed_record(spec: RunSpec, profile: str, error: str, cfg: dict, elapsed: float) -> dict:
@@ -176,11 +175,11 @@ def execute_batch(specs: list, profile: str, results_dir=None, *, data_root=None
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         elapsed = time.time() - t0
-        written = [(tmp / "run.json").exists() for tmp in tmps]
-        # the run that raised: the first without a record (else the last: its cell failed after writing it)
-        culprit = (written.index(False) if False in written else len(todo) - 1) if error else None
+        culprit = _culprit(tmps, error)
         ran = len(todo) if culprit is None else culprit + 1
         with signals_deferred():  # from here on these runs are finished: moved into place even if stopped now
+            if culprit and (tmps[0] / "kernel.log").exists():   # the log goes with the run that failed
+                os.replace(tmps[0] / "kernel.log", tmps[culprit] / "kernel.log")
             for tmp in tmps[1:ran]:
                 if executed.exists():
                     shutil.copyfile(executed, tmp / "experiment.ipynb")
@@ -192,6 +191,32 @@ def execute_batch(specs: list, profile: str, results_dir=None, *, data_root=None
                 shutil.rmtree(tmp, ignore_errors=True)
         todo = todo[ran:]
     return summaries
+
+
+def _culprit(tmps: list[Path], error: str | None) -> int | None:
+    """Which run of a batch made its notebook fail with ``error`` (None: none failed). The runs execute in order and
+    the first exception stops the cell: the run that raised is the one before the first missing record when that
+    record is a failed one with this very error (``dpdl.train.run`` writes one for an error mid-run, then
+    re-raises), else the first without a record (an error before anything was written: bad parameters), else (every
+    run wrote its record: a later cell failed) the last."""
+    if error is None:
+        return None
+    recs = []
+    for tmp in tmps:
+        try:
+            recs.append(read_record(tmp / "run.json") if (tmp / "run.json").exists() else None)
+        except (OSError, json.JSONDecodeError):
+            recs.append({"status": "failed", "error": "run.json is unreadable"})
+    j = next((i for i, r in enumerate(recs) if r is None), len(recs))
+    prev = recs[j - 1] if j > 0 else None
+    if prev and prev.get("status") != "ok" and _first_line(prev.get("error")) == error:
+        return j - 1
+    return min(j, len(recs) - 1)
+
+
+def _first_line(text) -> str:
+    text = str(text or "").strip()
+    return text.splitlines()[0][:500] if text else ""
 
 
 def _finish_run(spec: RunSpec, profile: str, tmp: Path, final: Path, base: Path, cfg: dict, error: str | None,
@@ -231,6 +256,18 @@ def _finish_run(spec: RunSpec, profile: str, tmp: Path, final: Path, base: Path,
     else:
         os.replace(tmp, final)
     return {"run_id": spec.run_id, "status": rec["status"], "error": rec.get("error"), "seconds": elapsed}
+
+
+def died(batch: list[RunSpec], res: dict, profile: str, results_dir) -> list[dict]:
+    """Summaries of a batch whose process died with summary ``res``: each run as it is on disk (a retry pass of the
+    batch may have finished some), the others failed with ``res``'s error; ``seconds`` shared out."""
+    out = []
+    for s in batch:
+        state, rec = run_state(s, profile, results_dir)
+        ok = state == "done" and (rec or {}).get("status") == "ok"
+        out.append({"run_id": s.run_id, "status": "ok" if ok else "failed", "error": None if ok else res.get("error"),
+                    "seconds": float(res.get("seconds") or 0.0) / len(batch)})
+    return out
 
 
 def _label(batch: list[RunSpec]) -> str:
@@ -362,6 +399,7 @@ def _run_locked(specs: list[RunSpec], profile: str, results_dir: Path, *, execut
     if todo and executor == "local":
         _warm_in_child(todo, profile, data_root, log, progress)
     results: list[dict] = []
+    size = batch or (1 if plot else default_batch(profile))   # --plots: a histogram per run, so one run per kernel
     prog = Progress(len(todo), enabled=progress)
     try:
         if todo and executor == "local":
@@ -370,17 +408,17 @@ def _run_locked(specs: list[RunSpec], profile: str, results_dir: Path, *, execut
                 slots = gpus                                       # one run per GPU
             else:
                 slots = list(range(int(jobs) if jobs else (1 if gpus else default_jobs(profile))))
-            batches = make_batches(todo, batch or default_batch(profile), len(slots))
+            batches = make_batches(todo, size, len(slots))
             log(f"local: {len(slots)} process(es) at a time" + (" (one per GPU)" if len(gpus) > 1 else "")
                 + f", {len(todo)} runs in {len(batches)} batch(es) of up to {max(map(len, batches))} runs per kernel")
             root = "" if data_root is None else str(data_root)
             labels = [_label(b) for b in batches]
             members = dict(zip(labels, batches))
 
-            def finished(res: dict) -> None:   # a batch whose process died: each of its unfinished runs failed
-                for r in ([res] if res["run_id"] not in members else
-                          [{**res, "run_id": s.run_id} for s in members[res["run_id"]]
-                           if s.run_id not in {x["run_id"] for x in results}]):
+            def finished(res: dict) -> None:   # a batch whose process died: its runs as they are on disk
+                got = [res] if res["run_id"] not in members else died(members[res["run_id"]], res, profile,
+                                                                       results_dir)
+                for r in got:
                     results.append(r)
                     prog.finish(r)
 
@@ -391,12 +429,11 @@ def _run_locked(specs: list[RunSpec], profile: str, results_dir: Path, *, execut
                      on_finish=finished)
         elif todo and executor == "dask":
             results = run_dask(todo, profile, results_dir, scheduler=scheduler, workers=workers,
-                                data_root=data_root, prog=prog, log=log, plot=plot,
-                                batch=batch or default_batch(profile))
+                               data_root=data_root, prog=prog, log=log, plot=plot, batch=size)
     except Stopped as stop:
         prog.close()
         clean_stale_tmp(profile, results_dir)   # the stopped runs' folders (their processes are gone)
-        stop.results = results
+        stop.results = results or stop.results
         raise
     finally:
         prog.close()
@@ -442,8 +479,9 @@ def _main(argv: list[str]) -> int:
     given = json.loads(argv[0])
     specs = [RunSpec.from_dict(d) for d in (given if isinstance(given, list) else [given])]
     profile, results_dir = argv[1], argv[2]
-    exit_with_parent(on_exit=lambda: (kill_kernels(), [shutil.rmtree(work_dir(s, profile, results_dir), True)
-                                                       for s in specs]))
+    # only the kernels: the unfinished folders are left to the next sweep's clean_stale_tmp (removing them here
+    # could race with a run being moved into place by the main thread)
+    exit_with_parent(on_exit=kill_kernels)
     data_root = argv[3] if len(argv) > 3 and argv[3] else None
     plot = len(argv) > 4 and argv[4] == "1"
     gpu = argv[5] if len(argv) > 5 and argv[5] else None

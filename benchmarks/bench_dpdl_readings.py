@@ -80,6 +80,8 @@ def table(rows, metric):
     for reading, by_var in out.items():
         for variant, rs in by_var.items():
             ok = [r for r in rs if r["status"] == "ok" and metric(r) is not None]
+            if not ok:          # e.g. no run of this row recorded the pseudo AUC
+                continue
             cells = sorted({r["cell"] for r in ok})
             seeds = sorted({r["seed"] for r in ok})
             per = {c: float(np.mean([metric(r) for r in ok if r["cell"] == c])) for c in cells}

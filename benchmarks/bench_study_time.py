@@ -1,0 +1,61 @@
+"""How long the default study takes on this machine, from its run records (no run is made).
+
+The sweep runs batches of up to ``--batch`` runs of one dataset per notebook kernel, ``--jobs`` batches at a time
+(dpdl.study.runner). From the records made in batches this script measures
+  * each (dataset, method)'s mean time inside ``dpdl train`` (``timings.total_s``), and
+  * each batch's overhead: its notebook wall time minus the in-process times of its runs (kernel start-up,
+    imports, moving the runs into place),
+and projects the wall time of the whole study: (sum over its runs of their mean in-process time + the number of
+batches x the mean overhead) / jobs. The feature cache is assumed warm (filling it is a separate, one-off cost).
+
+Usage:
+  python benchmarks/bench_study_time.py [--profile cpu] [--batch 8] [--jobs 2]
+  (writes results/benchmarks/study_time.json)
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics as st
+from collections import Counter, defaultdict
+
+from _common import ROOT, write
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=2)
+    a = ap.parse_args()
+    from dpdl.study.analysis import load_runs
+    recs = [r for r in load_runs(a.profile, ROOT / "results")["record"]]
+    key = lambda r: (r["dataset"], (r.get("config") or {}).get("method", "dpdl"))  # noqa: E731
+    batched = [r for r in recs if (r.get("study") or {}).get("batch")]
+    if not batched:
+        raise SystemExit(f"no run of profile {a.profile} was made in a batch: run `dpdl study run` first")
+    inproc = defaultdict(list)
+    for r in batched:
+        inproc[key(r)].append(r["timings"]["total_s"])
+    by_id = {r["run_id"]: r for r in batched}
+    batches = {tuple(r["study"]["batch"]["runs"]): r["study"]["batch"]["seconds"] for r in batched}
+    overhead = [sec - sum(by_id[i]["timings"]["total_s"] for i in runs if i in by_id) for runs, sec in batches.items()]
+    counts = Counter(key(r) for r in recs)
+    missing = sorted(k for k in counts if k not in inproc)
+    if missing:
+        raise SystemExit(f"no batched run of {missing}: cannot project their time")
+    work = sum(st.mean(inproc[k]) * n for k, n in counts.items())
+    n_batches = sum(math.ceil(n / a.batch) for n in Counter(r["dataset"] for r in recs).values())
+    wall_min = (work + n_batches * st.mean(overhead)) / a.jobs / 60
+    out = {"profile": a.profile, "runs": len(recs), "batched_runs": len(batched), "batch": a.batch, "jobs": a.jobs,
+           "mean_in_process_s": {f"{d}/{m}": round(st.mean(v), 2) for (d, m), v in sorted(inproc.items())},
+           "batches_measured": len(batches), "overhead_per_batch_s": round(st.mean(overhead), 2),
+           "measured_batch_wall_s": round(sum(batches.values()), 1),
+           "projected_batches": n_batches, "projected_study_wall_min": round(wall_min, 1)}
+    write("study_time", out)
+    print(f"{len(recs)} runs: projected {wall_min:.1f} min with {a.jobs} jobs and batches of {a.batch} "
+          f"({len(batched)} batched runs measured, {st.mean(overhead):.1f} s overhead per batch)")
+
+
+if __name__ == "__main__":
+    main()

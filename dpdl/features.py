@@ -78,22 +78,34 @@ def load_item(item: Item, size: int, loader: Callable | None = None) -> torch.Te
 
 
 class _Memo:
-    """The entries of the last feature-cache folder read in this process: {path: (meta, {tap: tensor})}. Tensors are
-    only ever copied out of it (``get_taps`` fills its own output), so a memo hit gives the bytes the file holds."""
+    """The entries of the last feature-cache folder read in this process: {path: (meta, file stamp, {tap: tensor})}.
+    A hit needs the same ``meta`` and the same file on disk (inode, size, mtime: an entry rewritten or corrupted by
+    another process is read again). Tensors are only ever copied out of it (``get_taps`` fills its own output), so a
+    hit gives the bytes the file holds."""
 
     def __init__(self):
         self.dir: Path | None = None
-        self.entries: dict[Path, tuple[dict, dict]] = {}
+        self.entries: dict[Path, tuple[dict, tuple, dict]] = {}
+
+    @staticmethod
+    def stamp(path: Path) -> tuple | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
 
     def get(self, path: Path, meta: dict):
         hit = self.entries.get(path)
-        return hit[1] if hit is not None and hit[0] == meta else None
+        if hit is None or hit[0] != meta or hit[1] != self.stamp(path):
+            return None
+        return hit[2]
 
     def put(self, folder: Path, path: Path, meta: dict, taps: dict) -> None:
         if self.enabled:
             if folder != self.dir:                  # one dataset's entries at a time: bounded memory
                 self.dir, self.entries = folder, {}
-            self.entries[path] = (meta, taps)
+            self.entries[path] = (meta, self.stamp(path), taps)
 
     def clear(self) -> None:
         self.dir, self.entries = None, {}

@@ -99,3 +99,20 @@ def test_culprit_is_the_run_that_raised(tmp_path):
     nonfinite = {"status": "failed", "error": "non-finite loss at step 3 (dpl_n)"}
     assert runner._culprit(folders(nonfinite, None), "ValueError: bad option") == 1
     assert runner._culprit(folders(ok, ok), "NameError: x") == 1                               # a later cell failed
+
+
+def test_feature_memo_rereads_an_entry_changed_on_disk(tmp_path, synthetic_root):
+    """Another process rewriting (or corrupting) a cache file within this process's life: the memo is not used."""
+    from dpdl.backbones import build_backbone
+    from dpdl.data import make_split
+    from dpdl.features import MEMO, FeatureCache, Item
+
+    ext = build_backbone("mobilenet_v2", "last", image_size=32).freeze()
+    items = [Item(s) for s in make_split("synthetic", setting="general", anomalies=1, seed=0).train_normal[:2]]
+    cache = FeatureCache(ext, 32, "synthetic", root=tmp_path)
+    MEMO.clear()
+    cache.get_taps(items)
+    cache.path(items[0]).write_bytes(b"not a tensor file")
+    again = FeatureCache(ext, 32, "synthetic", root=tmp_path)
+    again.get_taps(items)
+    assert again.stats.rebuilt == 1 and again.stats.hits == 1

@@ -437,6 +437,9 @@ def _run_locked(specs: list[RunSpec], profile: str, results_dir: Path, *, execut
         raise
     finally:
         prog.close()
+    # folders of runs whose process died meanwhile (e.g. an earlier sweep's orphan, which leaves its folder to us
+    # rather than race with its own main thread moving a run into place)
+    clean_stale_tmp(profile, results_dir)
     ok = sum(r["status"] == "ok" for r in results)
     return {"ran": len(results), "ok": ok, "failed_now": len(results) - ok, "done_before": already_done,
             "failed_before": already_failed, "results": results}

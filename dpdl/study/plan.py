@@ -300,3 +300,30 @@ def expand(profile: str, *, datasets: Iterable[str] | None = None, only: Iterabl
                                         gl.append(group)
     plan.runs = [RunSpec(**{**asdict(spec), "groups": tuple(run_groups[rid])}) for rid, spec in runs.items()]
     return plan
+
+
+def batch_label(batch: list[RunSpec]) -> str:
+    """A batch's name in the progress bar: its first run id, ``+k`` more."""
+    return batch[0].run_id + (f" +{len(batch) - 1}" if len(batch) > 1 else "")
+
+
+def default_batch(profile: str) -> int:
+    """Runs per kernel (:func:`dpdl.study.runner.execute_batch`): 8 for the feature-cache profiles (runs of
+    seconds, where a kernel's start-up and the feature files were a third of a run), 1 otherwise (GPU runs of
+    minutes)."""
+    from ..config import get_profile
+    try:
+        return 8 if get_profile(profile).feature_cache else 1
+    except ValueError:
+        return 1
+
+
+def make_batches(todo: list[RunSpec], size: int, slots: int = 1) -> list[list[RunSpec]]:
+    """``todo`` in batches of at most ``size`` runs of one dataset (they share its features in memory), and small
+    enough that every slot gets work: at most ``ceil(len / slots)`` runs each. The order of ``todo`` is kept within
+    a dataset."""
+    by_ds: dict[str, list[RunSpec]] = {}
+    for s in todo:
+        by_ds.setdefault(s.dataset, []).append(s)
+    size = max(1, min(int(size), -(-len(todo) // max(1, slots)))) if todo else 1
+    return [runs[i:i + size] for runs in by_ds.values() for i in range(0, len(runs), size)]

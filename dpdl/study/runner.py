@@ -41,7 +41,7 @@ from .local import Progress, Stopped, child_argv, exit_with_parent, run_pool, si
 from .lock import results_lock
 from .outdated import method_changes, outdated_fields  # noqa: F401  (re-exported: the sweep and tests use them)
 from .cluster import gpu_ids, run_dask
-from .plan import RunSpec
+from .plan import RunSpec, batch_label as _label, default_batch, make_batches  # noqa: F401 (re-exported)
 
 EXPERIMENT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
 TMP = ".tmp"
@@ -268,32 +268,6 @@ def died(batch: list[RunSpec], res: dict, profile: str, results_dir) -> list[dic
         out.append({"run_id": s.run_id, "status": "ok" if ok else "failed", "error": None if ok else res.get("error"),
                     "seconds": float(res.get("seconds") or 0.0) / len(batch)})
     return out
-
-
-def _label(batch: list[RunSpec]) -> str:
-    """A batch's name in the progress bar: its first run id, ``+k`` more."""
-    return batch[0].run_id + (f" +{len(batch) - 1}" if len(batch) > 1 else "")
-
-
-def default_batch(profile: str) -> int:
-    """Runs per kernel (:func:`execute_batch`): 8 for the feature-cache profiles (runs of seconds, where a kernel's
-    start-up and the feature files were a third of a run), 1 otherwise (GPU runs of minutes)."""
-    from ..config import get_profile
-    try:
-        return 8 if get_profile(profile).feature_cache else 1
-    except ValueError:
-        return 1
-
-
-def make_batches(todo: list[RunSpec], size: int, slots: int = 1) -> list[list[RunSpec]]:
-    """``todo`` in batches of at most ``size`` runs of one dataset (they share its features in memory), and small
-    enough that every slot gets work: at most ``ceil(len / slots)`` runs each. The order of ``todo`` is kept within
-    a dataset."""
-    by_ds: dict[str, list[RunSpec]] = {}
-    for s in todo:
-        by_ds.setdefault(s.dataset, []).append(s)
-    size = max(1, min(int(size), -(-len(todo) // max(1, slots)))) if todo else 1
-    return [runs[i:i + size] for runs in by_ds.values() for i in range(0, len(runs), size)]
 
 
 def default_jobs(profile: str) -> int:

@@ -103,7 +103,7 @@ can hurt, and that λ = 0.01 is best on larger datasets and λ = 1 on small ones
 
 **What ε does here.** The runs use the reading of the [Method](../method.md) page (`dpl_loss="margin"`,
 unit-norm bridge input): ε is the temperature of the soft minimum in the DPL distance $d$, the scale of α's
-logits ($\log\alpha/\epsilon$), and the variance $\epsilon\boldsymbol{\sigma}_c$ of the prototype density that picks
+logits ($\\log\\alpha/\\epsilon$), and the variance $\\epsilon\\boldsymbol{\\sigma}_c$ of the prototype density that picks
 $c^*$ in $M_r$'s residual. Under the printed reading ε had no effect by construction (the plan was one-hot and the
 residual was the input itself, issue 12), so its curve was flat; a flat ε curve below is a measurement, not that
 artefact. Every record carries its reading (`dpdl_config`).""", 'pages.show("fig3", profile, results_dir)', "pages"),

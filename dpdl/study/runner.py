@@ -30,6 +30,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -44,6 +45,7 @@ from .cluster import gpu_ids, run_dask
 from .plan import RunSpec, batch_label as _label, default_batch, make_batches  # noqa: F401 (re-exported)
 
 EXPERIMENT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
+_MOVING = threading.Lock()   # held while finished runs are moved into place (see _main)
 TMP = ".tmp"
 
 
@@ -177,7 +179,9 @@ def execute_batch(specs: list, profile: str, results_dir=None, *, data_root=None
         elapsed = time.time() - t0
         culprit = _culprit(tmps, error)
         ran = len(todo) if culprit is None else culprit + 1
-        with signals_deferred():  # from here on these runs are finished: moved into place even if stopped now
+        # from here on these runs are finished: moved into place even if stopped now (signals held), and never
+        # while an orphaned child's clean-up (_main's on_exit) removes the batch's folders (_MOVING)
+        with signals_deferred(), _MOVING:
             if culprit and (tmps[0] / "kernel.log").exists():   # the log goes with the run that failed
                 os.replace(tmps[0] / "kernel.log", tmps[culprit] / "kernel.log")
             for tmp in tmps[1:ran]:
@@ -456,9 +460,14 @@ def _main(argv: list[str]) -> int:
     given = json.loads(argv[0])
     specs = [RunSpec.from_dict(d) for d in (given if isinstance(given, list) else [given])]
     profile, results_dir = argv[1], argv[2]
-    # only the kernels: the unfinished folders are left to the next sweep's clean_stale_tmp (removing them here
-    # could race with a run being moved into place by the main thread)
-    exit_with_parent(on_exit=kill_kernels)
+
+    def orphaned():   # the sweep died: the kernel, then the unfinished folders (never during a move into place)
+        kill_kernels()
+        with _MOVING:
+            for s in specs:
+                shutil.rmtree(work_dir(s, profile, results_dir), ignore_errors=True)
+
+    exit_with_parent(on_exit=orphaned)
     data_root = argv[3] if len(argv) > 3 and argv[3] else None
     plot = len(argv) > 4 and argv[4] == "1"
     gpu = argv[5] if len(argv) > 5 and argv[5] else None

@@ -29,3 +29,9 @@ def write(name: str, payload: dict) -> Path:
     print(json.dumps(payload, indent=2)[:4000])
     print(f"-> {path}")
     return path
+
+
+def fail(sentence: str) -> None:
+    """Bad input of a benchmark script: one sentence on stderr naming the script, exit status 2, nothing written."""
+    print(f"{Path(sys.argv[0]).name}: {sentence}", file=sys.stderr)
+    sys.exit(2)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import ROOT, write
+from _common import ROOT, fail, write
 
 from dpdl import bridge
 
@@ -60,6 +60,8 @@ def one(run_dir, eps):
             "cstar_changes": {k: float((c != own).double().mean()) for k, c in cstar.items()}}
 
 
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
@@ -70,7 +72,7 @@ def main():
         for variant, eps in EPS.items():
             d = runs / f"elpv__general__M10__s{seed}__{variant}"
             if not (d / "model.pt").exists():
-                raise SystemExit(f"{d}/model.pt is missing: run `dpdl study run --profile cpu --only fig3` first")
+                fail(f"{d}/model.pt is missing: run `dpdl study run --profile cpu --only fig3` first")
             rows.append({"seed": seed, "variant": variant, "eps": eps, **one(d, eps)})
             print(rows[-1], flush=True)
     write("eps_regime", {"rows": rows})

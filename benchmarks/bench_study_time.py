@@ -19,7 +19,9 @@ import math
 import statistics as st
 from collections import Counter, defaultdict
 
-from _common import ROOT, write
+from _common import ROOT, fail, write
+
+
 
 
 def main():
@@ -33,7 +35,7 @@ def main():
     key = lambda r: (r["dataset"], (r.get("config") or {}).get("method", "dpdl"))  # noqa: E731
     batched = [r for r in recs if (r.get("study") or {}).get("batch")]
     if not batched:
-        raise SystemExit(f"no run of profile {a.profile} was made in a batch: run `dpdl study run` first")
+        fail(f"no run of profile {a.profile} was made in a batch: run `dpdl study run` first")
     inproc = defaultdict(list)
     for r in batched:
         inproc[key(r)].append(r["timings"]["total_s"])
@@ -43,7 +45,7 @@ def main():
     counts = Counter(key(r) for r in recs)
     missing = sorted(k for k in counts if k not in inproc)
     if missing:
-        raise SystemExit(f"no batched run of {missing}: cannot project their time")
+        fail(f"no batched run of {missing}: cannot project their time")
     work = sum(st.mean(inproc[k]) * n for k, n in counts.items())
     n_batches = sum(math.ceil(n / a.batch) for n in Counter(r["dataset"] for r in recs).values())
     wall_min = (work + n_batches * st.mean(overhead)) / a.jobs / 60

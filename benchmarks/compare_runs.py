@@ -31,6 +31,11 @@ def main() -> int:
     ap.add_argument("--profile", default="cpu")
     args = ap.parse_args()
     a, b = aucs(args.a, args.profile), aucs(args.b, args.profile)
+    for root, found in ((args.a, a), (args.b, b)):
+        if not found:
+            print(f"compare_runs: {root} holds no finished run of profile {args.profile} "
+                  f"(expected {root}/runs/{args.profile}/<run_id>/run.json)", file=sys.stderr)
+            return 2
     common = sorted(set(a) & set(b))
     diff = [(k, a[k], b[k]) for k in common if a[k] != b[k]]
     print(f"{len(common)} runs in both: {len(common) - len(diff)} identical, {len(diff)} different")

@@ -1,8 +1,8 @@
 """The ``dask`` executor of the study (:func:`run_dask`), and which GPUs this process may use.
 
 ``dask`` sends the same :func:`~dpdl.study.runner.execute_batch` calls (one per batch of runs) to a Dask
-distributed cluster: a ``LocalCluster`` of ``workers`` single-threaded processes here, or an existing cluster with ``scheduler="tcp://host:8786"``
-(e.g. started by ``dask-jobqueue`` on SLURM/PBS, or ``dask scheduler`` + ``dask worker`` by hand; every worker
+distributed cluster: a ``LocalCluster`` of ``workers`` single-threaded processes here, or an existing cluster
+with ``scheduler="tcp://host:8786"`` (e.g. started by ``dask-jobqueue`` on SLURM/PBS, or ``dask scheduler`` + ``dask worker`` by hand; every worker
 needs this package installed and the results folder on a shared file system). Each task pins itself to one
 thread (``OMP_NUM_THREADS=1``, the notebook's ``threads=1``) unless the worker sees a GPU; then it runs on one
 of the worker's visible GPUs, picked by the worker's index (start one worker per GPU, e.g. with
@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 
 from .local import Stopped
-from .plan import RunSpec
+from .plan import RunSpec, batch_label, make_batches
 
 
 def gpu_ids() -> list[str]:
@@ -71,10 +71,11 @@ def _dask_task(specs: list[dict], profile: str, results_dir: str, data_root, gpu
 
 
 def run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler, workers, data_root, prog, log,
-              plot=False, batch: int = 1):
+             plot=False, batch: int = 1) -> list[dict]:
+    """The batches of ``todo`` (at most ``batch`` runs each) on a Dask cluster; one summary per run."""
     from dask.distributed import Client, LocalCluster, as_completed
 
-    from .runner import _error_sentence, _label, died, make_batches
+    from .runner import _error_sentence, died
 
     cluster = None
     if scheduler:
@@ -95,7 +96,7 @@ def run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler,
         futs, members = [], {}
         batches = make_batches(todo, batch, len(client.scheduler_info()["workers"]) or int(workers or 1))
         for b in batches:
-            label = _label(b)
+            label = batch_label(b)
             prog.start(label, [s.run_id for s in b])
             fut = client.submit(_dask_task, [s.to_dict() for s in b], profile, str(results_dir),
                                 None if data_root is None else str(data_root), gpu, plot,

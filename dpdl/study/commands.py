@@ -55,8 +55,9 @@ def register(subparsers) -> None:
     r.add_argument("--jobs", type=int_at_least(1), default=None,
                    help="local executor: runs at a time on CPU (default: cores // the profile's threads per run)")
     r.add_argument("--batch", type=int_at_least(1), default=None,
-                   help="at most this many runs of a dataset per notebook kernel (default: 8 in the feature-cache "
-                        "profiles cpu and smoke, 1 in paper; a stopped sweep loses the batches in flight)")
+                   help="at most this many runs of a dataset per notebook kernel (default: dpdl.study.plan."
+                        "default_batch: several in the feature-cache profiles cpu and smoke, 1 in paper; a stopped "
+                        "sweep loses the batches in flight)")
     r.add_argument("--retry-failed", action="store_true", help="also rerun the runs that failed before")
     r.add_argument("--rerun-outdated", action="store_true",
                    help="also rerun finished runs made with other settings of the profile than the code's now")

@@ -5,9 +5,9 @@
 * :func:`signals_deferred` -- hold those signals for a moment (a finished run being moved into place is never cut
   in half; a child being started is always registered, so that it can be stopped).
 * :class:`Progress` -- the sweep's progress bar (done/failed counts, running runs, ETA).
-* :func:`run_pool` -- each task (a batch of runs) in its own child process (``python -m dpdl.study.runner ...``, its
-  own session, so a terminal's Ctrl-C reaches only the sweep), one per free slot (a CPU job number or a GPU id). On :class:`Stopped`
-  the children get SIGTERM (each kills its kernel and removes its unfinished folder), SIGKILL after a grace time;
+* :func:`run_pool` -- each task (a batch of runs) in its own child process (``python -m dpdl.study.runner ...``,
+  its own session, so a terminal's Ctrl-C reaches only the sweep), one per free slot (a CPU job number or a GPU
+  id). On :class:`Stopped` the children get SIGTERM (each kills its kernel and removes its unfinished folder), SIGKILL after a grace time;
   runs that finished are kept. A child whose sweep dies (even ``kill -9``) notices within a second and exits
   (:func:`exit_with_parent`).
 """

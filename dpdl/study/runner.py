@@ -42,7 +42,7 @@ from .local import Progress, Stopped, child_argv, exit_with_parent, run_pool, si
 from .lock import results_lock
 from .outdated import method_changes, outdated_fields  # noqa: F401  (re-exported: the sweep and tests use them)
 from .cluster import gpu_ids, run_dask
-from .plan import RunSpec, batch_label as _label, default_batch, make_batches  # noqa: F401 (re-exported)
+from .plan import RunSpec, batch_label, default_batch, make_batches
 
 EXPERIMENT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
 _MOVING = threading.Lock()   # held while finished runs are moved into place (see _main)
@@ -390,7 +390,7 @@ def _run_locked(specs: list[RunSpec], profile: str, results_dir: Path, *, execut
             log(f"local: {len(slots)} process(es) at a time" + (" (one per GPU)" if len(gpus) > 1 else "")
                 + f", {len(todo)} runs in {len(batches)} batch(es) of up to {max(map(len, batches))} runs per kernel")
             root = "" if data_root is None else str(data_root)
-            labels = [_label(b) for b in batches]
+            labels = [batch_label(b) for b in batches]
             members = dict(zip(labels, batches))
 
             def finished(res: dict) -> None:   # a batch whose process died: its runs as they are on disk

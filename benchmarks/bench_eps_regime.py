@@ -1,14 +1,15 @@
 """Why Fig. 3's epsilon curve is flat under the margin reading: how soft DPDL's soft minimum is at each epsilon.
 
-The DPL distance of the margin reading is d(y) = -2e log sum_c exp(-d_c(y)/2e) (dpdl.bridge.soft_distance): a
-soft minimum at temperature 2e over the prototypes' energies d_c. It differs from the hard minimum only where
+The DPL distance of the margin reading of Eqs. (16)-(17) is d(y) = -2e log sum_c exp(-d_c(y)/2e), i.e.
+-2e log phi_1 of Eq. (8) up to a constant (dpdl.bridge.soft_distance): a soft minimum at temperature 2e over the
+prototypes' energies d_c. It differs from the hard minimum only where
 the gap between the two smallest energies is of the order of 2e or less. For each trained model of Fig. 3's
 epsilon axis (ELPV, general, M=10, cpu profile, the study's run folders), on the TRAINING normals of its own split
 (never the test images), this script reports:
   * the share of rows whose softmin weight on the nearest prototype is above 0.99 (1 = a hard minimum);
   * the median gap between the two smallest energies, in units of 2e;
-  * the share of rows whose c* in M_r's residual (the argmax of N(x; mu_c, e sigma_c)) changes when the same
-    trained prototypes are read at the other epsilons of the axis.
+  * the share of rows whose c* in M_r's residual (Eq. (22): the argmax of N(x; mu_c, e sigma_c)) changes when the
+    same trained prototypes are read at the other epsilons of the axis.
 
 Usage (needs the study's model.pt files: `dpdl study run --profile cpu --only fig3` makes them):
   python benchmarks/bench_eps_regime.py [--seeds 0,1,2]   ->  results/benchmarks/eps_regime.{json,md}

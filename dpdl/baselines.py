@@ -252,10 +252,14 @@ class KNN(MethodMixin, nn.Module):
             raise RuntimeError("KNN: call init(normal) before scoring")
         q = x.float().permute(0, 2, 3, 1).reshape(-1, self.in_channels)
         m2 = (self.memory ** 2).sum(1)
-        out = []
+        out, buf = [], None
         for s in range(0, len(q), self.cfg.chunk):
             b = q[s:s + self.cfg.chunk]
-            d2 = (b ** 2).sum(1, keepdim=True) - 2 * b @ self.memory.T + m2
+            # d2 = ‖b‖² − 2 b·m + ‖m‖², in one (chunk, memory) buffer reused by every full chunk (a block of
+            # 4096 x 10000 floats is 160 MB: allocating three per chunk cost more than the matmul)
+            d2 = torch.mm(2 * b, self.memory.T, out=buf if buf is not None and len(buf) == len(b) else None)
+            buf = d2
+            torch.sub((b ** 2).sum(1, keepdim=True), d2, out=d2).add_(m2)
             out.append(d2.min(dim=1).values.clamp_min(0).sqrt())
         return torch.cat(out).view(x.shape[0], -1)
 

@@ -11,6 +11,7 @@ prepends ``n_reference`` of them; other methods ask for none). Binary methods re
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -80,24 +81,30 @@ class Stream:
         return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
+@functools.lru_cache(maxsize=8)
+def d4_index(side: int) -> torch.Tensor:
+    """(8, side·side) long: row c is the flat source position of each output position of a (side, side) map under
+    D4 element c (rot90 by c % 4, after a left-right flip when c >= 4), the code order of :func:`d4_augment`."""
+    grid = torch.arange(side * side).view(side, side)
+    return torch.stack([torch.rot90(grid.flip(-1) if c >= 4 else grid, c % 4, dims=(-2, -1)).flatten()
+                        for c in range(8)])
+
+
 def d4_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Each map of x (B, C, H, W), H == W, turned by a random element of the square's symmetry group D4
     (rot90 by k = 0..3, then or not a left-right flip; uniform over the 8). Returns a new (B, C, H, W) tensor.
 
+    One ``randint(0, 8, (B,))`` from ``gen`` picks the elements; the maps are then permuted by one gather (a pure
+    copy, so the values are exactly those of ``torch.rot90``/``flip``: tests/test_train.py checks it).
     Cached features cannot be re-extracted from rotated images; a CNN's map of a rotated image is close to the
     rotated map, so this stands in for the baselines' RandomRotation(180) of training images (``cpu`` profile).
     """
     if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
         raise ValueError(f"d4 augmentation needs square feature maps (B, C, H, H), got {tuple(x.shape)}")
-    code = torch.randint(0, 8, (x.shape[0],), generator=gen)
-    out = x.clone()
-    for c in range(1, 8):
-        rows = (code == c).nonzero().flatten()
-        if len(rows):
-            v = x[rows]
-            v = v.flip(-1) if c >= 4 else v
-            out[rows] = torch.rot90(v, c % 4, dims=(-2, -1))
-    return out
+    b, c, h, w = x.shape
+    code = torch.randint(0, 8, (b,), generator=gen)
+    where = d4_index(h).to(x.device)[code.to(x.device)]                      # (B, H·W)
+    return x.reshape(b, c, h * w).gather(2, where.unsqueeze(1).expand(b, c, h * w)).view(b, c, h, w)
 
 
 class _Streams:
@@ -120,22 +127,23 @@ class FeatureBatches:
     """Batches of cached maps: ``f_norm`` (N, C, H, W), ``f_seen`` (M, ...), ``f_pseudo`` (P, ...) -> (x, y).
 
     x is float32 (B, C, H, W), D4-augmented when ``augment == "d4"`` (its own generator, so the batches' rows are
-    the same with or without it); y (B,) long labels (module docstring). Call it with the step index."""
+    the same with or without it); y (B,) long labels (module docstring). Call it with the step index.
+    The three sets are stacked once, as float32, into one store; a batch is one ``index_select`` of it (the same
+    values as indexing each set and converting: the float16 -> float32 cast is exact)."""
 
     def __init__(self, f_norm, f_seen, f_pseudo, comp: Composition, seed: int, augment: str = "none"):
         self.f_norm, self.f_seen, self.f_pseudo, self.comp, self.augment = f_norm, f_seen, f_pseudo, comp, augment
         self.streams = _Streams(comp, len(f_norm), len(f_seen), len(f_pseudo), seed)
         self.y = comp.labels()
         self.aug_gen = torch.Generator().manual_seed(int(seed) + AUG_SEED_OFFSET)
+        self.store = torch.cat([f_norm, f_seen, f_pseudo]).float()
+        self.seen_at, self.pseudo_at = len(f_norm), len(f_norm) + len(f_seen)
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         ref, norm, seen, pseudo = self.streams.draw()
-        parts = [self.f_norm[ref], self.f_norm[norm]]
-        if len(seen):
-            parts.append(self.f_seen[seen])
-        if len(pseudo):
-            parts.append(self.f_pseudo[pseudo])
-        x = torch.cat(parts).float()
+        rows = torch.cat([ref, norm, seen + self.seen_at if len(seen) else seen,
+                          pseudo + self.pseudo_at if len(pseudo) else pseudo])
+        x = self.store.index_select(0, rows)
         return (d4_augment(x, self.aug_gen) if self.augment == "d4" else x), self.y
 
 

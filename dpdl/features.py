@@ -5,8 +5,11 @@ image, or the ``v``-th fixed CutMix pseudo anomaly of an image), keyed by the sa
 ``{"meta": {...}, "low"|"mid"|"last": float16 tensor (C_tap, h_tap, w_tap)}``: every tap of the backbone at its own
 resolution, so that any choice of taps (``"last"``, ``"mid+last"``, ...) reuses one extraction; the chosen taps are
 resized and concatenated on loading (dpdl.backbones.combine_taps). ``meta`` names the backbone, image size,
-weight file, item and a fingerprint of the source image file (path, size, mtime), so a stale entry (image changed,
-other weights) or a corrupt one is detected and rebuilt. Writes are atomic (temp file + rename): concurrent runs
+weight file, item and a fingerprint of the source image file (path and a SHA-256 of its bytes), so a stale entry
+(image changed, other weights) or a corrupt one is detected and rebuilt, while a dataset copied again with the same
+bytes keeps its cache. Extraction runs on one CPU thread (:data:`EXTRACT_THREADS`): oneDNN's convolutions round
+differently with 1 and 2 threads, so maps made by processes with other thread counts differed in their last bits,
+and so did the runs trained on them; with one thread an entry depends only on its image, weights and code. Writes are atomic (temp file + rename): concurrent runs
 may share the cache. The cache is shared across runs and seeds.
 
 Within one process the entries read last are also kept in memory (:data:`MEMO`, one dataset folder at a time, still
@@ -31,7 +34,8 @@ from .backbones import TAP_ORDER, FeatureExtractor, combine_taps
 from .cutmix import pseudo_anomaly
 from .paths import cache_dir
 
-CACHE_VERSION = 3  # 3: one forward pass per image (per_image_taps)
+CACHE_VERSION = 4  # 3: one forward pass per image (per_image_taps); 4: one CPU thread, content fingerprint
+EXTRACT_THREADS = 1  # CPU threads of an extraction, whatever the process's own setting (module docstring)
 log = logging.getLogger(__name__)
 
 
@@ -59,14 +63,22 @@ class CacheStats:
         return dict(self.__dict__)
 
 
+_DIGESTS: dict[tuple, str] = {}   # (path, inode, size, mtime) -> SHA-256 of the file: each file hashed once
+
+
 def source_fingerprint(sample) -> str:
-    """Path, byte size and modification time of the sample's file (and its crop box): changes when the image does."""
+    """Path and SHA-256 of the sample's file (and its crop box): changes when the image's bytes do."""
+    path = os.path.abspath(sample.path)
     try:
-        st = os.stat(sample.path)
-        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        st = os.stat(path)
+        stamp = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp not in _DIGESTS:
+            with open(path, "rb") as fh:
+                _DIGESTS[stamp] = hashlib.sha256(fh.read()).hexdigest()
+        digest = _DIGESTS[stamp]
     except OSError:
-        stamp = "missing"
-    return f"{os.path.abspath(sample.path)}|{stamp}|{getattr(sample, 'box', None)}"
+        digest = "missing"
+    return f"{path}|{digest}|{getattr(sample, 'box', None)}"
 
 
 def load_item(item: Item, size: int, loader: Callable | None = None) -> torch.Tensor:
@@ -193,7 +205,7 @@ class FeatureCache:
                 for t in TAP_ORDER:
                     out[t][i] = blob[t]
         stale = self.stats.rebuilt - rebuilt_before
-        if stale:  # one line, not one per file (a moved or re-copied dataset makes every entry stale)
+        if stale:  # one line, not one per file (a moved dataset or a new cache version makes every entry stale)
             log.warning("%d feature cache %s under %s stale or corrupt (image file or weights changed; e.g. %s): "
                         "rebuilding", stale, "entry was" if stale == 1 else "entries were", self.dir, self._last_stale)
         self.stats.hits += len(items) - len(todo)
@@ -205,24 +217,34 @@ class FeatureCache:
             dev = next(iter(self.extractor.parameters())).device
             bar = tqdm(total=len(todo), desc=f"{desc} ({self.extractor.name}, {self.image_size}px)",
                        disable=not progress, leave=False, unit="img")
-            for s in range(0, len(todo), batch_size):
-                idx = todo[s:s + batch_size]
-                imgs = torch.stack([load_item(items[i], self.image_size, loader) for i in idx])
-                taps = per_image_taps(self.extractor, imgs.to(dev))
-                for t, v in taps.items():
-                    if not torch.isfinite(v).all():
-                        raise ValueError(f"backbone {self.extractor.name} gave non-finite features for "
-                                         f"{items[idx[0]].key} (or its batch)")
-                for j, i in enumerate(idx):
-                    one = {t: taps[t][j].float().cpu().to(torch.float16) for t in TAP_ORDER}
-                    for t in TAP_ORDER:
-                        out[t][i] = one[t]
-                    self._write(items[i], one)
-                    MEMO.put(self.dir, self.path(items[i]), self.meta(items[i]), one)
-                bar.update(len(idx))
+            threads_was = torch.get_num_threads()
+            if dev.type == "cpu":
+                torch.set_num_threads(EXTRACT_THREADS)
+            try:
+                self._extract(items, todo, batch_size, loader, dev, out, bar)
+            finally:
+                torch.set_num_threads(threads_was)
             bar.close()
             self.stats.extract_s += time.perf_counter() - t1
         return out
+
+    def _extract(self, items, todo, batch_size, loader, dev, out, bar) -> None:
+        """Extract, write and memo the entries ``todo`` (indices into ``items``), filling ``out``."""
+        for s in range(0, len(todo), batch_size):
+            idx = todo[s:s + batch_size]
+            imgs = torch.stack([load_item(items[i], self.image_size, loader) for i in idx])
+            taps = per_image_taps(self.extractor, imgs.to(dev))
+            for t, v in taps.items():
+                if not torch.isfinite(v).all():
+                    raise ValueError(f"backbone {self.extractor.name} gave non-finite features for "
+                                     f"{items[idx[0]].key} (or its batch)")
+            for j, i in enumerate(idx):
+                one = {t: taps[t][j].float().cpu().to(torch.float16) for t in TAP_ORDER}
+                for t in TAP_ORDER:
+                    out[t][i] = one[t]
+                self._write(items[i], one)
+                MEMO.put(self.dir, self.path(items[i]), self.meta(items[i]), one)
+            bar.update(len(idx))
 
     def get(self, items: Sequence[Item], batch_size: int = 32, progress: bool = False,
             loader: Callable | None = None, desc: str = "features", chunk: int = 256) -> torch.Tensor:

@@ -6,7 +6,7 @@ import os
 import torch
 
 from dpdl.backbones import build_backbone
-from dpdl.data import make_split
+from dpdl.data import make_split, make_synthetic
 from dpdl.features import FeatureCache, Item, extract_uncached
 
 
@@ -43,17 +43,50 @@ def test_corrupt_and_stale_entries_are_rebuilt(tmp_path):
     f2 = c2.get(items)
     assert c2.stats.rebuilt == 2 and c2.stats.hits == len(items) - 2
     assert torch.equal(f1, f2)
-    # the image file changing (mtime) makes its entry stale too
-    p = items[2].sample.path
-    st = os.stat(p)
-    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
-    c3 = FeatureCache(net, 32, "synthetic", root=tmp_path)
-    c3.get(items)
-    assert c3.stats.rebuilt >= 1
+    # a copy with the same bytes (a new mtime) keeps its entries; other bytes make the entry stale
+    root = make_synthetic(tmp_path / "data", n_train=6, n_test_normal=2, n_per_class=1)
+    own = [Item(s) for s in make_split("folder", anomalies=1, seed=0, data_root=str(root)).train_normal[:2]]
+    FeatureCache(net, 32, "own", root=tmp_path).get(own)
+    os.utime(own[0].sample.path, ns=(1, 1))
+    same = FeatureCache(net, 32, "own", root=tmp_path)
+    same.get(own)
+    assert same.stats.rebuilt == 0 and same.stats.hits == 2
+    _repaint(own[0].sample.path)
+    changed = FeatureCache(net, 32, "own", root=tmp_path)
+    changed.get(own)
+    assert changed.stats.rebuilt == 1 and changed.stats.hits == 1
+
+
+def _repaint(path):
+    """Rewrite an image file with other pixels (same name and format)."""
+    from PIL import Image, ImageOps
+    with Image.open(path) as im:
+        out = ImageOps.invert(im.convert("RGB"))
+    out.save(path)
+
+
+def test_cached_maps_do_not_depend_on_the_process_thread_count(tmp_path):
+    """Extraction runs on one thread (EXTRACT_THREADS): a process set to 2 threads writes the same bytes as one set
+    to 1 (oneDNN's convolutions round differently with 1 and 2 threads, so without the pin they differ)."""
+    if (os.cpu_count() or 1) < 2:
+        import pytest
+        pytest.skip("needs 2 cores")
+    net = build_backbone("mobilenet_v2", "mid+last", image_size=64).freeze()
+    items = _items(4)
+    was = torch.get_num_threads()
+    try:
+        maps = {}
+        for th in (1, 2):
+            torch.set_num_threads(th)
+            maps[th] = FeatureCache(net, 64, "synthetic", root=tmp_path / str(th)).get(items)
+            assert torch.get_num_threads() == th              # the process's own setting is given back
+    finally:
+        torch.set_num_threads(was)
+    assert torch.equal(maps[1], maps[2])
 
 
 def test_stale_entries_are_reported_in_one_line(tmp_path, caplog):
-    """A re-copied dataset makes every entry stale: one warning for the batch, not one per file."""
+    """A changed dataset makes every entry stale: one warning for the batch, not one per file."""
     import logging
     import os
 
@@ -67,8 +100,8 @@ def test_stale_entries_are_reported_in_one_line(tmp_path, caplog):
     ex = build_backbone("mobilenet_v2", "last", image_size=32).freeze()
     cache = FeatureCache(ex, 32, "synthetic", root=tmp_path / "cache")
     cache.get(items)
-    for it in items:                                   # touch the images: every entry is now stale
-        os.utime(it.sample.path, ns=(1, 1))
+    for it in items:                                   # new pixels: every entry is now stale
+        _repaint(it.sample.path)
     with caplog.at_level(logging.WARNING, logger="dpdl.features"):
         cache.get(items)
     lines = [r for r in caplog.records if "stale or corrupt" in r.getMessage()]

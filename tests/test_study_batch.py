@@ -2,12 +2,13 @@
 a run that raises is recorded failed without taking the rest of its batch with it, and the in-process feature
 memo gives the bytes of the cache files."""
 import json
+import os
 
 import pytest
 import torch
 
 from dpdl.study import runner
-from dpdl.study.plan import RunSpec
+from dpdl.study.plan import RunSpec, make_batches, run_cost
 
 
 def spec(seed=0, variant="full", **overrides):
@@ -26,6 +27,16 @@ def test_make_batches_groups_by_dataset_and_feeds_every_slot():
     # few runs, two slots: two batches, not one
     assert [len(x) for x in runner.make_batches(a[:4], size=8, slots=2)] == [2, 2]
     assert runner.make_batches([], size=8, slots=2) == []
+
+
+def test_make_batches_puts_the_longest_batches_first():
+    knn = [RunSpec(dataset="a", seed=s, variant="knn", overrides=(("method", "knn"),)) for s in range(4)]
+    dpdl = [RunSpec(dataset="b", seed=s) for s in range(6)]
+    batches = make_batches(knn + dpdl, size=4, slots=2)
+    # a kNN run costs 0.4 of a DPDL run: 4 DPDL runs (4.0), then the last 2 (2.0), then the 4 kNN runs (1.6)
+    assert [[s.run_id for s in b] for b in batches] == [[s.run_id for s in dpdl[:4]], [s.run_id for s in dpdl[4:]],
+                                                        [s.run_id for s in knn]]
+    assert run_cost(knn[0]) < run_cost(dpdl[0])
 
 
 @pytest.mark.slow
@@ -116,3 +127,12 @@ def test_feature_memo_rereads_an_entry_changed_on_disk(tmp_path, synthetic_root)
     again = FeatureCache(ext, 32, "synthetic", root=tmp_path)
     again.get_taps(items)
     assert again.stats.rebuilt == 1 and again.stats.hits == 1
+
+
+def test_kernels_get_the_allocator_setting_unless_one_is_set(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    runner._kernel_env()
+    assert os.environ["GLIBC_TUNABLES"] == runner.KERNEL_MALLOC
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    runner._kernel_env()
+    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"

@@ -166,6 +166,25 @@ def test_d4_augment_rotates_or_flips_each_map_and_is_seeded():
         d4_augment(torch.zeros(2, 3, 4, 5), g)
 
 
+def test_feature_batches_are_the_indexed_rows_turned_by_d4():
+    """A batch equals its rows taken from each set, cast to float32 and turned map by map with rot90/flip (an
+    independent computation from the same seeded draws), reference normals first."""
+    from dpdl.batches import AUG_SEED_OFFSET, Composition, FeatureBatches, _Streams
+    g = torch.Generator().manual_seed(3)
+    f_norm, f_seen, f_pseudo = (torch.randn(n, 4, 3, 3, generator=g).half() for n in (11, 2, 7))
+    comp = Composition(normal=5, seen=2, pseudo=2, reference=3)
+    fb = FeatureBatches(f_norm, f_seen, f_pseudo, comp, seed=5, augment="d4")
+    streams, aug = _Streams(comp, 11, 2, 7, 5), torch.Generator().manual_seed(5 + AUG_SEED_OFFSET)
+    for step in range(6):                      # past a pass over the seen anomalies: the streams wrap
+        x, y = fb(step)
+        ref, norm, seen, pseudo = streams.draw()
+        rows = torch.cat([f_norm[ref], f_norm[norm], f_seen[seen], f_pseudo[pseudo]]).float()
+        code = torch.randint(0, 8, (len(rows),), generator=aug)
+        want = torch.stack([_d4_images(r)[int(c)] for r, c in zip(rows, code)])
+        assert x.dtype == torch.float32 and torch.equal(x, want)
+        assert y.tolist() == [-1] * 3 + [0] * 5 + [1] * 2 + [2] * 2
+
+
 def test_profile_choice_fields_are_checked_and_recorded(tmp_path, smoke_run):
     from dpdl.config import get_profile
     with pytest.raises(ValueError, match="head_loss"):

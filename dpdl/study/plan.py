@@ -318,12 +318,24 @@ def default_batch(profile: str) -> int:
         return 1
 
 
+# Relative time of one run of each method in a feature-cache profile (cpu, ELPV: DPDL 22 s, DRA 20 s, kNN 9 s,
+# DevNet 8 s; benchmarks/bench_study_time.py). Used only to order the batches, never in a result.
+RELATIVE_COST = {"dpdl": 1.0, "dra": 0.9, "knn": 0.4, "devnet": 0.35}
+
+
+def run_cost(spec: RunSpec) -> float:
+    """A run's estimated time relative to a DPDL run (:data:`RELATIVE_COST`; 1 for an unknown method)."""
+    return RELATIVE_COST.get(dict(spec.overrides).get("method", "dpdl"), 1.0)
+
+
 def make_batches(todo: list[RunSpec], size: int, slots: int = 1) -> list[list[RunSpec]]:
     """``todo`` in batches of at most ``size`` runs of one dataset (they share its features in memory), and small
     enough that every slot gets work: at most ``ceil(len / slots)`` runs each. The order of ``todo`` is kept within
-    a dataset."""
+    a dataset; the batches come longest first (:func:`run_cost`), so the sweep does not end on one long batch while
+    the other slots are idle (longest-processing-time-first scheduling). The order never changes a run's numbers."""
     by_ds: dict[str, list[RunSpec]] = {}
     for s in todo:
         by_ds.setdefault(s.dataset, []).append(s)
     size = max(1, min(int(size), -(-len(todo) // max(1, slots)))) if todo else 1
-    return [runs[i:i + size] for runs in by_ds.values() for i in range(0, len(runs), size)]
+    batches = [runs[i:i + size] for runs in by_ds.values() for i in range(0, len(runs), size)]
+    return sorted(batches, key=lambda b: -sum(map(run_cost, b)))   # stable: ties keep the plan's order

@@ -117,12 +117,21 @@ def _failed_record(spec: RunSpec, profile: str, error: str, cfg: dict, elapsed: 
     }
 
 
+# glibc's malloc hands blocks over 128 kB to mmap and back at every free, so each large tensor of a step is
+# page-faulted in afresh: a third of a kNN run, and 7 % of the study's time as system time. Kept in the heap
+# instead, the kernels reuse them. Only the allocator changes, never a value; ignored by other C libraries, and a
+# GLIBC_TUNABLES of your own wins. (Measured: benchmarks/README.md, "study time".)
+KERNEL_MALLOC = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296"
+
+
 def _kernel_env() -> None:
-    """Make the kernel import this very ``dpdl`` (also when the package is not installed, e.g. in a checkout)."""
+    """Make the kernel import this very ``dpdl`` (also when the package is not installed, e.g. in a checkout), and
+    give it the :data:`KERNEL_MALLOC` allocator settings unless ``GLIBC_TUNABLES`` is set already."""
     pkg_parent = str(Path(__file__).resolve().parents[2])
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if pkg_parent not in parts:
         os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent, *parts])
+    os.environ.setdefault("GLIBC_TUNABLES", KERNEL_MALLOC)
 
 
 def execute_run(spec: RunSpec | dict, profile: str, results_dir=None, **kw) -> dict:

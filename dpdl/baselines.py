@@ -236,6 +236,7 @@ class KNN(MethodMixin, nn.Module):
         super().__init__()
         self.cfg, self.in_channels, self.feat_hw = cfg or KNNConfig(), in_channels, tuple(feat_hw)
         self.register_buffer("memory", torch.zeros(0, in_channels))
+        self._scratch: Tensor | None = None   # patch_distances' work block (not state: never saved)
 
     def init(self, normal: Tensor, generator: torch.Generator | None = None) -> None:
         """The memory: patches (N·H·W, C) of ``normal`` (N, C, H, W), at most ``cfg.memory`` (random, seeded)."""
@@ -252,13 +253,17 @@ class KNN(MethodMixin, nn.Module):
             raise RuntimeError("KNN: call init(normal) before scoring")
         q = x.float().permute(0, 2, 3, 1).reshape(-1, self.in_channels)
         m2 = (self.memory ** 2).sum(1)
-        out, buf = [], None
+        rows = min(self.cfg.chunk, len(q))
+        buf = self._scratch
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != len(self.memory) or buf.device != q.device:
+            buf = self._scratch = torch.empty(rows, len(self.memory), device=q.device)
+        out = []
         for s in range(0, len(q), self.cfg.chunk):
             b = q[s:s + self.cfg.chunk]
-            # d2 = ‖b‖² − 2 b·m + ‖m‖², in one (chunk, memory) buffer reused by every full chunk (a block of
-            # 4096 x 10000 floats is 160 MB: allocating three per chunk cost more than the matmul)
-            d2 = torch.mm(2 * b, self.memory.T, out=buf if buf is not None and len(buf) == len(b) else None)
-            buf = d2
+            # d2 = ‖b‖² − 2 b·m + ‖m‖² (the same operations in the same order as that expression), written into one
+            # (chunk, memory) block kept across calls: a block of 4096 x 10000 floats is 160 MB, and allocating
+            # three per chunk cost more than the matmul
+            d2 = torch.mm(2 * b, self.memory.T, out=buf[:len(b)])
             torch.sub((b ** 2).sum(1, keepdim=True), d2, out=d2).add_(m2)
             out.append(d2.min(dim=1).values.clamp_min(0).sqrt())
         return torch.cat(out).view(x.shape[0], -1)

@@ -84,7 +84,8 @@ class Stream:
 @functools.lru_cache(maxsize=8)
 def d4_index(side: int) -> torch.Tensor:
     """(8, side·side) long: row c is the flat source position of each output position of a (side, side) map under
-    D4 element c (rot90 by c % 4, after a left-right flip when c >= 4), the code order of :func:`d4_augment`."""
+    D4 element c (rot90 by c % 4, after a left-right flip when c >= 4), the code order of :func:`d4_augment`.
+    Cached and shared: read it, never change it in place."""
     grid = torch.arange(side * side).view(side, side)
     return torch.stack([torch.rot90(grid.flip(-1) if c >= 4 else grid, c % 4, dims=(-2, -1)).flatten()
                         for c in range(8)])
@@ -128,8 +129,9 @@ class FeatureBatches:
 
     x is float32 (B, C, H, W), D4-augmented when ``augment == "d4"`` (its own generator, so the batches' rows are
     the same with or without it); y (B,) long labels (module docstring). Call it with the step index.
-    The three sets are stacked once, as float32, into one store; a batch is one ``index_select`` of it (the same
-    values as indexing each set and converting: the float16 -> float32 cast is exact)."""
+    The three sets are stacked once, as float32, into one store (twice their float16 size: about 0.2 GB for ELPV);
+    a batch is one ``index_select`` of it (the same values as indexing each set and converting: the float16 ->
+    float32 cast is exact)."""
 
     def __init__(self, f_norm, f_seen, f_pseudo, comp: Composition, seed: int, augment: str = "none"):
         self.f_norm, self.f_seen, self.f_pseudo, self.comp, self.augment = f_norm, f_seen, f_pseudo, comp, augment
@@ -141,8 +143,7 @@ class FeatureBatches:
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         ref, norm, seen, pseudo = self.streams.draw()
-        rows = torch.cat([ref, norm, seen + self.seen_at if len(seen) else seen,
-                          pseudo + self.pseudo_at if len(pseudo) else pseudo])
+        rows = torch.cat([ref, norm, seen + self.seen_at, pseudo + self.pseudo_at])
         x = self.store.index_select(0, rows)
         return (d4_augment(x, self.aug_gen) if self.augment == "d4" else x), self.y
 

@@ -130,6 +130,7 @@ def test_feature_memo_rereads_an_entry_changed_on_disk(tmp_path, synthetic_root)
 
 
 def test_kernels_get_the_allocator_setting_unless_one_is_set(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))   # _kernel_env prepends to it: undone after
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     runner._kernel_env()
     assert os.environ["GLIBC_TUNABLES"] == runner.KERNEL_MALLOC

@@ -166,23 +166,30 @@ def test_d4_augment_rotates_or_flips_each_map_and_is_seeded():
         d4_augment(torch.zeros(2, 3, 4, 5), g)
 
 
-def test_feature_batches_are_the_indexed_rows_turned_by_d4():
+@pytest.mark.parametrize("comp, n_seen, n_pseudo, augment", [
+    ((5, 2, 2, 3), 2, 7, "d4"),      # DRA: reference rows first
+    ((5, 0, 4, 0), 0, 7, "d4"),      # M = 0: no seen anomalies
+    ((4, 4, 0, 0), 3, 0, "d4"),      # DevNet: no pseudo anomalies
+    ((5, 2, 2, 0), 2, 7, "none"),
+])
+def test_feature_batches_are_the_indexed_rows_turned_by_d4(comp, n_seen, n_pseudo, augment):
     """A batch equals its rows taken from each set, cast to float32 and turned map by map with rot90/flip (an
     independent computation from the same seeded draws), reference normals first."""
     from dpdl.batches import AUG_SEED_OFFSET, Composition, FeatureBatches, _Streams
     g = torch.Generator().manual_seed(3)
-    f_norm, f_seen, f_pseudo = (torch.randn(n, 4, 3, 3, generator=g).half() for n in (11, 2, 7))
-    comp = Composition(normal=5, seen=2, pseudo=2, reference=3)
-    fb = FeatureBatches(f_norm, f_seen, f_pseudo, comp, seed=5, augment="d4")
-    streams, aug = _Streams(comp, 11, 2, 7, 5), torch.Generator().manual_seed(5 + AUG_SEED_OFFSET)
+    f_norm, f_seen, f_pseudo = (torch.randn(n, 4, 3, 3, generator=g).half() for n in (11, n_seen, n_pseudo))
+    comp = Composition(*comp)
+    fb = FeatureBatches(f_norm, f_seen, f_pseudo, comp, seed=5, augment=augment)
+    streams, aug = _Streams(comp, 11, n_seen, n_pseudo, 5), torch.Generator().manual_seed(5 + AUG_SEED_OFFSET)
     for step in range(6):                      # past a pass over the seen anomalies: the streams wrap
         x, y = fb(step)
         ref, norm, seen, pseudo = streams.draw()
         rows = torch.cat([f_norm[ref], f_norm[norm], f_seen[seen], f_pseudo[pseudo]]).float()
-        code = torch.randint(0, 8, (len(rows),), generator=aug)
-        want = torch.stack([_d4_images(r)[int(c)] for r, c in zip(rows, code)])
-        assert x.dtype == torch.float32 and torch.equal(x, want)
-        assert y.tolist() == [-1] * 3 + [0] * 5 + [1] * 2 + [2] * 2
+        if augment == "d4":
+            code = torch.randint(0, 8, (len(rows),), generator=aug)
+            rows = torch.stack([_d4_images(r)[int(c)] for r, c in zip(rows, code)])
+        assert x.dtype == torch.float32 and torch.equal(x, rows)
+        assert y.tolist() == [-1] * comp.reference + [0] * comp.normal + [1] * comp.seen + [2] * comp.pseudo
 
 
 def test_profile_choice_fields_are_checked_and_recorded(tmp_path, smoke_run):

@@ -330,8 +330,8 @@ def run_cost(spec: RunSpec) -> float:
 
 def make_batches(todo: list[RunSpec], size: int, slots: int = 1) -> list[list[RunSpec]]:
     """``todo`` in batches of at most ``size`` runs of one dataset (they share its features in memory), and small
-    enough that every slot gets work: at most ``ceil(len / slots)`` runs each. The order of ``todo`` is kept within
-    a dataset; the batches come longest first (:func:`run_cost`), so the sweep does not end on one long batch while
+    enough that every slot gets work: at most ``ceil(len / slots)`` runs each. Within a batch, runs keep the order
+    of ``todo``; the batches come longest first (:func:`run_cost`), so the sweep does not end on one long batch while
     the other slots are idle (longest-processing-time-first scheduling). The order never changes a run's numbers."""
     by_ds: dict[str, list[RunSpec]] = {}
     for s in todo:

@@ -117,16 +117,17 @@ def _failed_record(spec: RunSpec, profile: str, error: str, cfg: dict, elapsed: 
     }
 
 
-# glibc's malloc hands blocks over 128 kB to mmap and back at every free, so each large tensor of a step is
-# page-faulted in afresh: a third of a kNN run, and 7 % of the study's time as system time. Kept in the heap
-# instead, the kernels reuse them. Only the allocator changes, never a value; ignored by other C libraries, and a
-# GLIBC_TUNABLES of your own wins. (Measured: benchmarks/README.md, "study time".)
+# glibc's malloc hands large blocks to mmap and back at every free, so each large tensor is page-faulted in afresh:
+# the study spent 7 % of its CPU time in the kernel (357 of 4,896 s), and an ELPV kNN run's test took 12.3 s
+# instead of 8.9 s. Kept in the heap instead, blocks are reused. Only the allocator changes, never a value; other C
+# libraries ignore it, a GLIBC_TUNABLES of your own wins, and a kernel's memory then stays at its peak.
 KERNEL_MALLOC = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296"
 
 
 def _kernel_env() -> None:
-    """Make the kernel import this very ``dpdl`` (also when the package is not installed, e.g. in a checkout), and
-    give it the :data:`KERNEL_MALLOC` allocator settings unless ``GLIBC_TUNABLES`` is set already."""
+    """Make the kernels this process starts import this very ``dpdl`` (also when the package is not installed, e.g.
+    in a checkout), and give them the :data:`KERNEL_MALLOC` allocator settings unless ``GLIBC_TUNABLES`` is set
+    already. Changes ``os.environ`` of this process (the kernels inherit it)."""
     pkg_parent = str(Path(__file__).resolve().parents[2])
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if pkg_parent not in parts:
@@ -295,8 +296,10 @@ def default_jobs(profile: str) -> int:
 
 def warm_feature_cache(datasets: Iterable[str], profile: str, data_root=None, log: Callable[[str], None] = print,
                        progress: bool = True) -> list[dict]:
-    """Fill the feature cache of each dataset once, with all cores, before runs start in parallel (otherwise the
-    first parallel runs would all extract the same features). Feature-cache profiles only."""
+    """Fill the feature cache of each dataset once before runs start in parallel (otherwise the first parallel runs
+    would all extract the same features). Extraction itself runs on one CPU thread (dpdl.features.EXTRACT_THREADS:
+    the maps then do not depend on the thread count); the rest of the work may use all cores. Feature-cache profiles
+    only."""
     from ..config import get_profile
     from ..train import prepare_features
 

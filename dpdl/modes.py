@@ -122,9 +122,11 @@ def setup_images(cfg, prof: Profile, backbone_name: str, split, device, progress
 
 
 def prepare_features(dataset: str, profile: str = "cpu", backbone: str | None = None, data_root: str | None = None,
-                     weights: str | None = None, overrides: dict | None = None, progress: bool = True) -> dict:
+                     weights: str | None = None, overrides: dict | None = None, progress: bool = True,
+                     shard: tuple[int, int] = (0, 1)) -> dict:
     """Fill the feature cache for every image a run on ``dataset`` may need (all normals, all anomalies, the pseudo
     anomalies of the training normals), so that later runs (in parallel, any seed/M/setting) only read it.
+    ``shard=(k, n)``: only every n-th of those items, from the k-th (:func:`prepare_features_parallel`).
 
     Returns the cache statistics and the time taken. Feature-cache profiles only."""
     prof = get_profile(profile, **(overrides or {}))
@@ -139,6 +141,8 @@ def prepare_features(dataset: str, profile: str = "cpu", backbone: str | None = 
     cache = FeatureCache(extractor, prof.image_size, split.dataset)
     items = ([Item(s) for s in split.train_normal + split.train_anomaly + split.test_normal + split.test_anomaly]
              + [Item(s, v) for v in range(prof.pseudo_per_image) for s in split.train_normal])
+    k, n = shard
+    items = items[k::n]
     threads_was = torch.get_num_threads()
     if prof.threads:
         torch.set_num_threads(prof.threads)
@@ -148,3 +152,35 @@ def prepare_features(dataset: str, profile: str = "cpu", backbone: str | None = 
         torch.set_num_threads(threads_was)
     return {"dataset": dataset, "backbone": name, "image_size": prof.image_size, "items": len(items),
             "seconds": time.perf_counter() - t0, **cache.stats.to_dict(), "dir": str(cache.dir)}
+
+
+def prepare_features_parallel(datasets, profile: str = "cpu", data_root: str | None = None,
+                              workers: int | None = None, initializer=None) -> dict[str, dict | Exception]:
+    """:func:`prepare_features` of each dataset with ``workers`` processes (default: one per CPU core), each filling
+    every ``workers``-th item on one thread: extraction is single-threaded for reproducibility
+    (dpdl.features.EXTRACT_THREADS), so processes are how a cold cache uses the cores. Entries are written atomically,
+    so the shards share the cache safely. Returns ``{dataset: statistics summed over its shards, with "seconds"
+    the wall time until its last shard ended}``, or the exception of a dataset that could not be prepared.
+    ``initializer``: run first in each worker process (the sweep's: end with the process that started it)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    datasets = list(datasets)
+    n = max(1, int(workers or os.cpu_count() or 1))
+    t0, out = time.perf_counter(), {}
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=initializer) as pool:
+        futs = {d: [pool.submit(prepare_features, d, profile, data_root=data_root, overrides={"threads": 1},
+                                progress=False, shard=(k, n))
+                    for k in range(n)] for d in datasets}
+        for d, fs in futs.items():
+            try:
+                parts = [f.result() for f in fs]
+            except Exception as exc:  # noqa: BLE001 - reported per dataset by the caller
+                out[d] = exc
+                continue
+            info = {**parts[0], "seconds": time.perf_counter() - t0}
+            for key in ("items", "hits", "misses", "rebuilt", "load_s", "extract_s"):
+                info[key] = sum(p.get(key, 0) for p in parts)
+            out[d] = info
+    return out
+

@@ -121,3 +121,23 @@ def test_a_cached_map_does_not_depend_on_what_else_was_extracted(tmp_path):
     alone = FeatureCache(ex, 64, "x", root=tmp_path / "a").get(items[:2], batch_size=1)
     among = FeatureCache(ex, 64, "x", root=tmp_path / "b").get(items, batch_size=32)
     assert torch.equal(alone, among[:2])
+
+
+def test_parallel_fill_writes_the_entries_of_a_sequential_one(tmp_path, monkeypatch):
+    """Two worker processes, each a shard of the items on one thread, write the bytes one process writes alone."""
+    from dpdl.modes import prepare_features, prepare_features_parallel
+    root = make_synthetic(tmp_path / "data", n_train=8, n_test_normal=3, n_per_class=2)
+    monkeypatch.setenv("DPDL_CACHE", str(tmp_path / "par"))
+    got = prepare_features_parallel(["folder"], "smoke", data_root=str(root), workers=2)["folder"]
+    monkeypatch.setenv("DPDL_CACHE", str(tmp_path / "seq"))
+    one = prepare_features("folder", "smoke", data_root=str(root), progress=False)
+    assert got["items"] == one["items"] == got["misses"] and one["misses"] == one["items"]
+    files = sorted(p.relative_to(tmp_path / "par") for p in (tmp_path / "par").rglob("*.pt"))
+    assert len(files) == one["items"]
+    assert files == sorted(p.relative_to(tmp_path / "seq") for p in (tmp_path / "seq").rglob("*.pt"))
+    for f in files:
+        a, b = (torch.load(tmp_path / d / f, weights_only=True) for d in ("par", "seq"))
+        assert a.keys() == b.keys() and a["meta"] == b["meta"]
+        assert all(torch.equal(a[k], b[k]) for k in a if k != "meta")
+    bad = prepare_features_parallel(["no_such_dataset"], "smoke", workers=2)["no_such_dataset"]
+    assert isinstance(bad, ValueError)

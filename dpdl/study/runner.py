@@ -297,22 +297,22 @@ def default_jobs(profile: str) -> int:
 def warm_feature_cache(datasets: Iterable[str], profile: str, data_root=None, log: Callable[[str], None] = print,
                        progress: bool = True) -> list[dict]:
     """Fill the feature cache of each dataset once before runs start in parallel (otherwise the first parallel runs
-    would all extract the same features). Extraction itself runs on one CPU thread (dpdl.features.EXTRACT_THREADS:
-    the maps then do not depend on the thread count); the rest of the work may use all cores. Feature-cache profiles
-    only."""
+    would all extract the same features), one process per core (:func:`dpdl.modes.prepare_features_parallel`; each
+    extracts on one thread, so the maps do not depend on the thread count). Feature-cache profiles only.
+    ``progress`` is kept for the callers; the worker processes draw no bars."""
     from ..config import get_profile
-    from ..train import prepare_features
+    from ..modes import prepare_features_parallel
 
     if not get_profile(profile).feature_cache:
         return []
     out = []
-    for dataset in datasets:
-        try:
-            info = prepare_features(dataset, profile=profile, data_root=data_root, overrides={"threads": 0},
-                                    progress=progress)
-        except (ValueError, FileNotFoundError) as exc:  # the runs will fail with the same sentence and be recorded
-            log(f"feature cache for {dataset} not prepared: {exc}")
+    for dataset, info in prepare_features_parallel(datasets, profile, data_root=data_root,
+                                                   initializer=exit_with_parent).items():
+        if isinstance(info, (ValueError, FileNotFoundError)):  # the runs will fail with this sentence and be recorded
+            log(f"feature cache for {dataset} not prepared: {info}")
             continue
+        if isinstance(info, Exception):
+            raise info
         log(f"feature cache for {dataset}: {info['items']} items ready in {info['seconds']:.0f} s "
             f"({info.get('misses', 0)} extracted)")
         out.append(info)

@@ -154,9 +154,13 @@ def prepare_features(dataset: str, profile: str = "cpu", backbone: str | None = 
             "seconds": time.perf_counter() - t0, **cache.stats.to_dict(), "dir": str(cache.dir)}
 
 
+FILL_WORKERS_MAX = 8   # cache-filling processes at most (each holds a backbone and torch: about 0.5 GB)
+
+
 def prepare_features_parallel(datasets, profile: str = "cpu", data_root: str | None = None,
                               workers: int | None = None, initializer=None) -> dict[str, dict | Exception]:
-    """:func:`prepare_features` of each dataset with ``workers`` processes (default: one per CPU core), each filling
+    """:func:`prepare_features` of each dataset with ``workers`` processes (default: one per CPU core, at most
+    :data:`FILL_WORKERS_MAX`), each filling
     every ``workers``-th item on one thread: extraction is single-threaded for reproducibility
     (dpdl.features.EXTRACT_THREADS), so processes are how a cold cache uses the cores. Entries are written atomically,
     so the shards share the cache safely. Returns ``{dataset: statistics summed over its shards, with "seconds"
@@ -166,7 +170,7 @@ def prepare_features_parallel(datasets, profile: str = "cpu", data_root: str | N
     from concurrent.futures import ProcessPoolExecutor
 
     datasets = list(datasets)
-    n = max(1, int(workers or os.cpu_count() or 1))
+    n = max(1, int(workers or min(os.cpu_count() or 1, FILL_WORKERS_MAX)))
     t0, out = time.perf_counter(), {}
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=initializer) as pool:
         futs = {d: [pool.submit(prepare_features, d, profile, data_root=data_root, overrides={"threads": 1},
@@ -183,4 +187,3 @@ def prepare_features_parallel(datasets, profile: str = "cpu", data_root: str | N
                 info[key] = sum(p.get(key, 0) for p in parts)
             out[d] = info
     return out
-

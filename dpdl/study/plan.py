@@ -318,9 +318,9 @@ def default_batch(profile: str) -> int:
         return 1
 
 
-# Relative time of one run of each method in a feature-cache profile (cpu, ELPV: DPDL 22 s, DRA 20 s, kNN 9 s,
-# DevNet 8 s; benchmarks/bench_study_time.py). Used only to order the batches, never in a result.
-RELATIVE_COST = {"dpdl": 1.0, "dra": 0.9, "knn": 0.4, "devnet": 0.35}
+# Relative time of one run of each method in a feature-cache profile (cpu, ELPV, in-process means: DPDL 20.8 s,
+# DRA 18.5 s, kNN 8.0 s, DevNet 6.2 s; results/benchmarks/study_time.json). Orders the batches, never a result.
+RELATIVE_COST = {"dpdl": 1.0, "dra": 0.9, "knn": 0.4, "devnet": 0.3}
 
 
 def run_cost(spec: RunSpec) -> float:

@@ -1,0 +1,120 @@
+"""One training step of every trainable method on the same cpu-profile batch, in one process on one thread.
+
+The ``cpu`` profile trains on cached backbone maps: a step is adapter (1x1 conv -> BN -> ReLU) -> the method's
+losses -> backward -> AdamW step. Every method gets the same batch of random maps of the profile's feature shape
+(EfficientNet-Lite0 taps "mid+last" resized to ``map_size``) and its own labels (``method.composition``: DRA's
+batch also holds reference normals). DPDL's prototypes are initialised from random "normal" maps (Eq. 15), as a
+run does from the training normals.
+
+Printed and written (results/benchmarks/step_cpu.json): each method's median ms per step over ``--repeats``
+blocks of ``--steps`` steps, its ratio to DevNet's step (issue target: <= 1.5), and the FLOPs of the adapter's
+forward and backward pass, which every trained method pays (``torch.utils.flop_counter``). kNN trains nothing
+and is left out.
+
+Usage: python benchmarks/bench_step_cpu.py [--steps 20] [--repeats 5] [--threads 1] [--opt dpdl:reading=bridge]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from _common import fail, write
+
+import torch
+import yaml
+
+
+def build(method: str, prof, opts: dict):
+    """(net, (C, H, W)): ``method`` on cached maps of the profile's shape, behind the profile's adapter."""
+    from dpdl.backbones import feature_shape
+    from dpdl.methods import build_method, method_class
+    from dpdl.net import Adapter, Net
+    c, h, w = feature_shape(prof.backbone, prof.feature_layers, prof.image_size, prof.map_size)
+    torch.manual_seed(0)
+    adapter = Adapter(c, prof.adapter_dim if method_class(method).uses_adapter else 0)
+    return Net(adapter, build_method(method, adapter.out_channels, (h, w), opts)), (c, h, w)
+
+
+def adapter_flops(net, x) -> int:
+    """FLOPs of the adapter's forward and backward pass on ``x`` (torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    x = x.clone().requires_grad_(False)
+    with FlopCounterMode(display=False) as counter:
+        out = net.adapter(x)
+        out.sum().backward()
+    net.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def time_method(method: str, prof, x_all, opts: dict, steps: int, repeats: int) -> dict:
+    net, _ = build(method, prof, opts)
+    comp = net.method.composition(prof, 10, True)
+    y = comp.labels()
+    x = x_all[: len(y)]
+    if type(net.method).init.__qualname__ != "MethodMixin.init":
+        with torch.no_grad():
+            net.method.init(net.eval().embed(x_all), generator=torch.Generator().manual_seed(0))
+    net.train()
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=prof.lr,
+                            weight_decay=prof.weight_decay)
+
+    def step():
+        terms = net.losses(x, y)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    blocks = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        blocks.append(1000 * (time.perf_counter() - t0) / steps)
+    return {"step_ms": statistics.median(blocks), "blocks_ms": blocks, "batch": int(len(y)),
+            "flops_adapter": adapter_flops(net, x)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--methods", default="devnet,dra,dpdl")
+    ap.add_argument("--opt", action="append", default=[], help="METHOD:KEY=VALUE, a method option (repeatable)")
+    a = ap.parse_args()
+    if a.steps < 1 or a.repeats < 1 or a.threads < 1:
+        fail("--steps, --repeats and --threads must be integers >= 1")
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    if "devnet" not in methods:
+        fail("--methods must include devnet: every step is reported as a ratio to DevNet's")
+    opts: dict[str, dict] = {m: {} for m in methods}
+    for item in a.opt:
+        head, _, kv = item.partition(":")
+        key, eq, value = kv.partition("=")
+        if head not in opts or not eq:
+            fail(f"--opt {item!r} must be METHOD:KEY=VALUE with METHOD one of {', '.join(methods)}")
+        opts[head][key] = yaml.safe_load(value)
+    torch.set_num_threads(a.threads)
+    from dpdl.config import get_profile
+    prof = get_profile("cpu")
+    _, (c, h, w) = build("devnet", prof, {})
+    gen = torch.Generator().manual_seed(0)
+    x_all = torch.randn(max(64, prof.batch_size + 16), c, h, w, generator=gen)
+    res = {m: time_method(m, prof, x_all, opts[m], a.steps, a.repeats) for m in methods}
+    base = res["devnet"]["step_ms"]
+    for m, r in res.items():
+        r["ratio_to_devnet"] = r["step_ms"] / base
+        print(f"{m:8s} {r['step_ms']:7.2f} ms/step  x{r['ratio_to_devnet']:.2f} DevNet  "
+              f"(adapter fwd+bwd {r['flops_adapter'] / 1e9:.2f} GFLOP)")
+    write("step_cpu", {"profile": "cpu", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,
+                       "feature_map": [int(c), int(h), int(w)], "options": opts, "results": res,
+                       "target_ratio": 1.5,
+                       "note": "median ms per training step (adapter -> losses -> backward -> AdamW) over the "
+                               "blocks; the same random maps for every method; one process"})
+
+
+if __name__ == "__main__":
+    main()

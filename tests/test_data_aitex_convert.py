@@ -2,7 +2,6 @@
 a hand count; broken releases fail with one sentence, exit status 2 and nothing written."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -147,31 +146,15 @@ def test_convert_fixture_release(release, tmp_path, capsys):
     assert split.test_anomaly_classes == ["broken_end", "weft_crack"]
 
 
-def test_convert_ignores_listing_order(release, tmp_path, monkeypatch):
+def test_convert_ignores_listing_order(release, tmp_path, monkeypatch, listing_order):
     raw, _ = release
     convert_aitex(raw, tmp_path / "a")
-    real = os.scandir
-
-    class Shuffled:
-        def __init__(self, path="."):
-            with real(path) as it:
-                self.entries = list(it)
-            random.Random(11).shuffle(self.entries)
-
-        def __enter__(self):
-            return iter(self.entries)
-
-        def __exit__(self, *exc):
-            return False
-
-    real_iterdir = Path.iterdir
-    monkeypatch.setattr(os, "scandir", Shuffled)
-    monkeypatch.setattr(Path, "iterdir", lambda self: iter(random.Random(5).sample(list(real_iterdir(self)),
-                                                                                   len(list(real_iterdir(self))))))
+    listing_order("shuffled", seed=11)
     convert_aitex(raw, tmp_path / "b")
     monkeypatch.undo()
-    for part in ("train/good", "test/good", "test/Broken_pick"):
+    for part in ("train/good", "test/good", "test/Broken_pick", "ground_truth/Broken_end"):
         assert stems(tmp_path / "a" / part) == stems(tmp_path / "b" / part)
+    assert stems(tmp_path / "a" / "test" / "good") != []
 
 
 def test_convert_into_an_empty_existing_folder(release, tmp_path):

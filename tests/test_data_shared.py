@@ -2,9 +2,6 @@
 HeadCT's Kaggle layouts, and splits that do not depend on the file system's listing order."""
 from __future__ import annotations
 
-import os
-import random
-
 import pytest
 
 from dpdl import paths
@@ -19,29 +16,6 @@ def _needs(sub):
     return pytest.mark.skipif(not (paths.shared_data_dir() / sub).is_dir(),
                               reason=f"{sub}/ not found in {paths.shared_data_dir()} (../shared/data, or "
                                      f"$DPDL_SHARED/data)")
-
-
-class ShuffledScandir:
-    """``os.scandir`` that hands out the entries in a random order (a file system's listing order is arbitrary)."""
-
-    real = os.scandir
-
-    def __init__(self, path="."):
-        with ShuffledScandir.real(path) as it:
-            self.entries = list(it)
-        random.Random(7).shuffle(self.entries)
-
-    def __enter__(self):
-        return iter(self.entries)
-
-    def __exit__(self, *exc):
-        return False
-
-    def __iter__(self):
-        return iter(self.entries)
-
-    def close(self):
-        pass
 
 
 def _keys(samples):
@@ -84,11 +58,11 @@ def test_headct_counts():
 
 @pytest.mark.parametrize("name,setting,known", [("headct", "general", None), ("aitex", "general", None),
                                                 ("aitex", "hard", "nep")])
-def test_shared_splits_ignore_listing_order(monkeypatch, name, setting, known):
+def test_shared_splits_ignore_listing_order(listing_order, name, setting, known):
     if not (paths.shared_data_dir() / name).is_dir():
         pytest.skip(f"{name}/ not found in {paths.shared_data_dir()}")
     ref = make_split(name, setting, anomalies=10, seed=2, known_class=known)
-    monkeypatch.setattr(os, "scandir", ShuffledScandir)
+    listing_order("shuffled", seed=7)
     again = make_split(name, setting, anomalies=10, seed=2, known_class=known)
     assert again.fingerprint == ref.fingerprint
     assert _keys(again.train_anomaly) == _keys(ref.train_anomaly) and _keys(again.test_normal) == _keys(ref.test_normal)

@@ -117,3 +117,17 @@ def test_headct_missing_image_is_one_sentence(tmp_path, monkeypatch, png_writer)
     with pytest.raises(FileNotFoundError) as exc:
         get_dataset("headct", tmp_path).pool()
     assert "005.png" in str(exc.value) and "labels.csv" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@_needs("aitex")
+def test_table4_page_rows_for_aitex_and_headct():
+    """The Table 4 page's frame: our counts beside the paper's, the AITEX difference named."""
+    from dpdl.study import tables
+
+    df = tables.table4("cpu").set_index("key")
+    aitex, headct = df.loc["aitex"], df.loc["headct"]
+    assert aitex["status"] == "measured" and headct["status"] == "measured"
+    assert [int(aitex[f"ours_{c}"]) for c in tables.TABLE4_LABELS] == [12, 1692, 564, 185]
+    assert [int(aitex[f"paper_{c}"]) for c in tables.TABLE4_LABELS] == [12, 1692, 564, 183]
+    assert aitex["differs"] == "test anomaly 185 vs 183"
+    assert [int(headct[f"ours_{c}"]) for c in tables.TABLE4_LABELS] == [1, 75, 25, 100] and headct["differs"] == ""

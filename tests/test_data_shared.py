@@ -131,3 +131,26 @@ def test_table4_page_rows_for_aitex_and_headct():
     assert [int(aitex[f"paper_{c}"]) for c in tables.TABLE4_LABELS] == [12, 1692, 564, 183]
     assert aitex["differs"] == "test anomaly 185 vs 183"
     assert [int(headct[f"ours_{c}"]) for c in tables.TABLE4_LABELS] == [1, 75, 25, 100] and headct["differs"] == ""
+
+
+@_needs("aitex")
+@_needs("headct")
+def test_cpu_study_plans_aitex_and_headct():
+    """Table 1 (general, M = 10 and 1, five seeds, DPDL and the three baselines) for both; Tables 2 and 6 (hard)
+    for AITEX with the six known classes of the paper's Table 6."""
+    from collections import Counter
+
+    from dpdl.study.plan import expand
+
+    plan = expand("cpu", datasets=["aitex", "headct"])
+    assert "aitex" not in plan.skipped and "headct" not in plan.skipped
+    t1 = Counter((r.dataset, r.anomalies, r.variant) for r in plan.runs if "table1" in r.groups)
+    assert t1 == {(d, m, v): 5 for d in ("aitex", "headct") for m in (10, 1) for v in ("full", "devnet", "dra", "knn")}
+    hard = [r for r in plan.runs if r.setting == "hard"]
+    assert {r.dataset for r in hard} == {"aitex"}
+    six = {"broken_end", "broken_pick", "cut_selvage", "fuzzyball", "nep", "weft_crack"}
+    assert Counter((r.known_class, r.anomalies, r.variant) for r in hard if "table2" in r.groups) == \
+        {(c, m, v): 5 for c in six for m in (10, 1) for v in ("full", "devnet", "dra", "knn")}
+    assert Counter((r.known_class, r.anomalies) for r in hard if "table6" in r.groups) == \
+        {(c, m): 5 for c in six for m in (10, 1)}
+    assert Counter(r.dataset for r in plan.runs) == {"aitex": 280, "headct": 40}

@@ -238,3 +238,17 @@ def test_split_reproduces_shared_tiles():
     train, test = stems(root / "train" / "good"), stems(root / "test" / "good")
     got_train, got_test = split_normal_names(train + test)
     assert (sorted(got_train), sorted(got_test)) == (train, test) and (len(train), len(test)) == (1692, 564)
+
+
+def test_convert_bad_arguments(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    assert main(["data", "convert", "aitex", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
+    assert "RAW" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert main(["data", "convert", "aitex", str(tmp_path), str(tmp_path / "a_file")]) == 2
+    assert "OUT" in capsys.readouterr().err
+    assert main(["data", "convert", "aitex", str(tmp_path), str(tmp_path / "out")]) == 2   # not a release
+    err = capsys.readouterr().err
+    assert "NODefect_images" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "convert", "mvtec", str(tmp_path), str(tmp_path / "out")])
+    assert exc.value.code == 2

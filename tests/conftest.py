@@ -66,3 +66,44 @@ def png_writer():
 def mvtec_builder():
     """``build(root, n_train=8, n_test=4, classes=None, reverse=False) -> root``: a tiny MVTec-layout folder."""
     return build_mvtec
+
+
+def shuffle_listing(monkeypatch, order="shuffled", seed=123):
+    """Make ``os.listdir``, ``os.scandir`` and ``Path.iterdir`` hand out entries ``reversed`` or ``shuffled``
+    (seeded): a file system's listing order is arbitrary, and nothing may depend on it."""
+    import os
+    import random
+    from pathlib import Path
+
+    def reorder(items):
+        items = list(items)
+        if order == "reversed":
+            return items[::-1]
+        random.Random(seed).shuffle(items)
+        return items
+
+    real_listdir, real_scandir, real_iterdir = os.listdir, os.scandir, Path.iterdir
+
+    class FakeScandir:
+        def __init__(self, path="."):
+            with real_scandir(path) as it:
+                self.entries = reorder(it)
+
+        def __enter__(self):
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            return False
+
+        def __iter__(self):
+            return iter(self.entries)
+
+    monkeypatch.setattr(os, "listdir", lambda p=".": reorder(real_listdir(p)))
+    monkeypatch.setattr(os, "scandir", FakeScandir)
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(reorder(real_iterdir(self))))
+
+
+@pytest.fixture
+def listing_order(monkeypatch):
+    """``apply(order="shuffled", seed=123)``: from then on, directory listings come in that order."""
+    return lambda order="shuffled", seed=123: shuffle_listing(monkeypatch, order, seed)

@@ -13,6 +13,12 @@ def no_data_root(monkeypatch):
     monkeypatch.delenv("DPDL_DATA", raising=False)
 
 
+@pytest.fixture
+def no_shared(monkeypatch, tmp_path):
+    """No ../shared/data (AITEX, HeadCT, BrainMRI and SDD come from there first when it is present)."""
+    monkeypatch.setenv("DPDL_SHARED", str(tmp_path / "no_shared_here"))
+
+
 def one_sentence(exc) -> str:
     msg = str(exc.value)
     assert "\n" not in msg and msg.count(". ") == 0, msg
@@ -72,7 +78,7 @@ def test_brainmri_and_headct_yes_no_from_data_root(tmp_path, monkeypatch, png_wr
     assert make_split("headct", anomalies=1, seed=0, data_root=tmp_path).test_anomaly_classes == ["hemorrhage"]
 
 
-def test_headct_kaggle_csv(tmp_path, png_writer):
+def test_headct_kaggle_csv(tmp_path, png_writer, no_shared):
     root = tmp_path / "headct"
     rows = ["id, hemorrhage"]
     for i in range(12):
@@ -91,7 +97,7 @@ def test_unknown_dataset():
     assert "'mvtec_carpets'" in msg and "elpv" in msg and "mvtec_carpet," in msg and "synthetic" in msg
 
 
-def test_missing_data_root(no_data_root):
+def test_missing_data_root(no_data_root, no_shared):
     with pytest.raises(FileNotFoundError) as exc:
         make_split("aitex")
     msg = one_sentence(exc)

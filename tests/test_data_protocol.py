@@ -1,10 +1,6 @@
 """The OSAD protocol on synthetic and hand-made data: counts, no leakage, determinism, hard setting."""
 from __future__ import annotations
 
-import os
-import random
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -73,36 +69,11 @@ def test_same_seed_same_split_different_seeds_differ(synthetic_root):
 
 
 @pytest.mark.parametrize("order", ["reversed", "shuffled"])
-def test_split_ignores_listing_order(monkeypatch, synthetic_root, order):
+def test_split_ignores_listing_order(listing_order, synthetic_root, order):
     reference = {s: make_split("synthetic", anomalies=5, seed=s) for s in (0, 1)}
     ref_hard = make_split("synthetic", "hard", anomalies=3, seed=0, known_class="spot")
 
-    def reorder(items):
-        items = list(items)
-        if order == "reversed":
-            return items[::-1]
-        random.Random(123).shuffle(items)
-        return items
-
-    real_listdir, real_scandir, real_iterdir = os.listdir, os.scandir, Path.iterdir
-
-    class FakeScandir:
-        def __init__(self, path):
-            with real_scandir(path) as it:
-                self.entries = reorder(it)
-
-        def __enter__(self):
-            return iter(self.entries)
-
-        def __exit__(self, *exc):
-            return False
-
-        def __iter__(self):
-            return iter(self.entries)
-
-    monkeypatch.setattr(os, "listdir", lambda p=".": reorder(real_listdir(p)))
-    monkeypatch.setattr(os, "scandir", lambda p=".": FakeScandir(p))
-    monkeypatch.setattr(Path, "iterdir", lambda self: iter(reorder(real_iterdir(self))))
+    listing_order(order)
     for seed, ref in reference.items():
         again = make_split("synthetic", anomalies=5, seed=seed)
         assert again.fingerprint == ref.fingerprint

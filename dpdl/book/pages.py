@@ -208,14 +208,13 @@ def _data(profile: str, results_dir) -> dict:
 def show_table4(profile: str, results_dir=None) -> None:
     """Table 4: our counts from the data beside the paper's, ``ours / paper`` per column."""
     df = tables.table4(profile, results_dir)
-    cols = {"n_anomaly_classes": "anomaly classes", "train_normal": "train normal", "test_normal": "test normal",
-            "test_anomaly": "test anomaly"}
     view = pd.DataFrame({"dataset": df["dataset"], "type": df["type"]})
-    for c, label in cols.items():
+    for c, label in tables.TABLE4_LABELS.items():
         view[f"{label} (ours / paper)"] = [f"{'—' if pd.isna(o) else int(o)} / {int(p)}"
                                            for o, p in zip(df[f"ours_{c}"], df[f"paper_{c}"])]
-    view["status"] = df["status"]
-    _display(_md("Each cell: ours / the paper's. *—*: the data are not on this machine."), styled(view))
+    view["status"] = [f"{s}; differs: {d}" if d else s for s, d in zip(df["status"], df["differs"])]
+    _display(_md("Each cell: ours / the paper's. *—*: the data are not on this machine. Where a measured count "
+                 "differs from the paper's, the [Deviations](../deviations.md) page says why."), styled(view))
 
 
 def rerun_box(profile: str, results_dir=None, runs: pd.DataFrame | None = None) -> str:

@@ -1,4 +1,4 @@
-"""``dpdl datasets``, ``dpdl split`` and ``dpdl stats``: the data layer on the command line.
+"""``dpdl datasets``, ``dpdl split``, ``dpdl stats`` and ``dpdl data convert``: the data layer on the command line.
 
 Each handler takes the parsed ``argparse`` namespace and returns the exit status; bad input raises
 ``ValueError``/``FileNotFoundError`` with one sentence, which ``dpdl.cli.main`` prints (exit status 2).
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..checks import data_root, int_at_least
+from ..checks import data_root, input_dir, int_at_least, output_dir
 from .protocol import SETTINGS, make_split
 from .registry import DATASET_NAMES, list_datasets
 from .stats import dataset_stats
@@ -46,6 +46,20 @@ def register(subparsers) -> None:
     _add_data_root(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_stats)
+
+    p = subparsers.add_parser("data", help="convert a dataset's raw release into the layout the study reads",
+                              description="Data preparation: `dpdl data convert aitex RAW OUT`.")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    c = data_sub.add_parser("convert", help="raw release -> MVTec layout (AITEX: the OSAD baselines' 256-px tiles)",
+                            description="Convert the raw AITEX release (NODefect_images/, Defect_images/, "
+                                        "Mask_images/) into the OSAD baselines' tiles in the MVTec layout; "
+                                        "rule and quirks: dpdl.data.aitex.")
+    c.add_argument("dataset", choices=["aitex"], help="the dataset to convert (aitex)")
+    c.add_argument("raw", metavar="RAW", help="the folder of the raw release")
+    c.add_argument("out", metavar="OUT", help="a new (or empty) folder for the tiles; written only when complete")
+    c.add_argument("--tile", type=int_at_least(1), default=256, metavar="PX",
+                   help="tile width in pixels (default 256, the baselines')")
+    c.set_defaults(func=cmd_convert)
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -118,4 +132,18 @@ def cmd_stats(args) -> int:
         print(json.dumps(rows[0] if args.dataset else rows, indent=1))
         return 0
     print(_table(rows, STATS_COLUMNS + ["source"]))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    import sys
+
+    from .aitex import convert_aitex
+
+    raw = input_dir(args.raw, "RAW")
+    out = output_dir(args.out, "OUT")
+    report = convert_aitex(raw, out, tile=args.tile)
+    for line in report.quirks:
+        print(f"dpdl data convert: {'warning' if line.startswith('no mask') else 'note'}: {line}", file=sys.stderr)
+    print(report.summary())
     return 0

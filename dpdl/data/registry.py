@@ -78,15 +78,15 @@ def _registry() -> dict[str, DatasetSpec]:
         DatasetSpec("headct", "HeadCT", "Medical", "shared",
                     "../shared/data/headct, else <root>/headct: MVTec layout, or no/ + yes/ (class 'hemorrhage'), "
                     "or Kaggle labels.csv "
-                    "(id, hemorrhage) + NNN.png",
+                    "(id, hemorrhage) + head_ct/head_ct/NNN.png (or head_ct/NNN.png)",
                     aliases=("headct", "head_ct", "head-ct", "head_ct_hemorrhage"), classes=("hemorrhage",),
                     n_classes=1, shared_subdir="headct"),
         DatasetSpec("optical", "Optical", "Object", "data root",
                     f"<root>/optical (DAGM 2007 converted by the baselines' script), MVTec layout: {MVTEC_LAYOUT}",
                     aliases=("optical", "dagm", "dagm2007"), n_classes=1),
         DatasetSpec("aitex", "AITEX", "Texture", "shared",
-                    f"../shared/data/aitex, else <root>/aitex (256x256 tiles, converted by the baselines' script), "
-                    f"MVTec layout: {MVTEC_LAYOUT}",
+                    f"../shared/data/aitex, else <root>/aitex (256x256 tiles, converted by the baselines' rule: "
+                    f"dpdl data convert aitex RAW OUT), MVTec layout: {MVTEC_LAYOUT}",
                     aliases=("aitex", "aitex_dataset"), n_classes=12, shared_subdir="aitex"),
         DatasetSpec("mastcam", "Mastcam", "Object", "data root",
                     f"<root>/mastcam (converted by the baselines' script), MVTec layout: {MVTEC_LAYOUT}",

@@ -26,8 +26,13 @@ Where each dataset comes from
   ``<root>/mvtec/<subset>`` or ``<root>/mvtec_anomaly_detection/<subset>`` (also ``mvtec_ad``, ``mvtecad``).
 * **HeadCT** (``headct``) – ``<root>/headct`` (also ``head_ct``, ``head-ct``): MVTec layout, or ``no/`` +
   ``yes/`` like BrainMRI (class ``hemorrhage``), or the Kaggle release (``labels.csv`` with columns ``id`` and
-  ``hemorrhage``; images ``NNN.png`` anywhere below the folder).
-* **Optical** (``optical``, DAGM 2007), **AITEX** (``aitex``), **Mastcam** (``mastcam``), **Hyper-Kvasir**
+  ``hemorrhage``; images ``NNN.png`` in ``head_ct/head_ct/`` as Kaggle ships them, ``head_ct/`` as in
+  ``../shared/data/headct``, or the folder itself). Found in ``../shared/data/headct`` first: 100 normal,
+  100 anomalies, split 75 / 25 / 100 by the protocol (the paper's Table 4).
+* **AITEX** (``aitex``) – ``../shared/data/aitex``, else ``<root>/aitex``: the baselines' 256-px tiles in the
+  MVTec layout (``dpdl data convert aitex RAW OUT`` makes them from the raw release, see
+  :mod:`dpdl.data.aitex`); the tiles keep their own 1,692 / 564 normal split; 185 anomaly tiles in 12 classes.
+* **Optical** (``optical``, DAGM 2007), **Mastcam** (``mastcam``), **Hyper-Kvasir**
   (``hyperkvasir``) – ``<root>/<name>`` in the MVTec layout that the baselines' conversion scripts (DRA, AHL)
   write. Folder names match case-insensitively and ignoring ``-``, ``_`` and spaces
   (``Hyper-Kvasir``, ``hyper_kvasir``, ``AITEX`` …).
@@ -184,13 +189,32 @@ def read_yes_no(root: Path, dataset: str, anomaly_class: str) -> Pool:
 
 
 # --------------------------------------------------------------------------- HeadCT (Kaggle)
+HEADCT_IMAGE_DIRS = (("head_ct", "head_ct"), ("head_ct",), ())
+
+
+def headct_image_dir(root: Path, dataset: str = "headct") -> Path:
+    """The folder of the Kaggle HeadCT images ``NNN.png``: ``head_ct/head_ct/`` (the Kaggle download, which the
+    baselines' convert_HeadCT.py reads), else ``head_ct/``, else ``root`` itself; the first of them that holds
+    an image with a numeric name. Only that folder is read, so other images below ``root`` are never picked up."""
+    for parts in HEADCT_IMAGE_DIRS:
+        folder: Path | None = Path(root)
+        for part in parts:
+            folder = find_child(folder, [part])
+        if folder is not None and any(p.stem.isdigit() for p in list_images(folder)):
+            return folder
+    raise FileNotFoundError(f"dataset {dataset!r}: no images NNN.png in {Path(root) / 'head_ct' / 'head_ct'}, "
+                            f"{Path(root) / 'head_ct'} or {root}; expected the Kaggle layout labels.csv + "
+                            f"head_ct/NNN.png.")
+
+
 def read_headct_csv(root: Path, dataset: str = "headct") -> Pool:
-    """Kaggle HeadCT: ``labels.csv`` (columns ``id``, ``hemorrhage``) and images ``NNN.png`` below ``root``."""
+    """Kaggle HeadCT: ``labels.csv`` (columns ``id``, ``hemorrhage``) and images ``NNN.png`` in the folder that
+    :func:`headct_image_dir` finds (``head_ct/head_ct/``, ``head_ct/`` or ``root``)."""
     root = Path(root)
     labels = root / "labels.csv"
     by_id: dict[int, Path] = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.stem.isdigit():
+    for p in list_images(headct_image_dir(root, dataset)):
+        if p.stem.isdigit():
             by_id.setdefault(int(p.stem), p)
     normal, anomaly = [], []
     with labels.open(newline="") as fh:

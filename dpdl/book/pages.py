@@ -337,7 +337,8 @@ def show_summary(profile: str, results_dir=None) -> None:
             lines.append(f"- {label}: {', '.join(sorted(map(str, runs[col].dropna().unique())))}")
         lines.append(f"- dates: {runs['date'].min()} to {runs['date'].max()}")
     lines.append(f"- this book was built from commit `{code_version()}`; the records and tables it reads: "
-                 f"[results-{profile}.zip](results-{profile}.zip) (`results/runs/{profile}`, `results/tables/{profile}`)")
+                 f"{{download}}`results-{profile}.zip <results-{profile}.zip>` (`run.json` and `scores.json` of "
+                 f"`results/runs/{profile}`, and `results/tables/{profile}`)")
     _display(_md("## What this study ran\n\n" + "\n".join(lines)))
     other = data["table1"][data["table1"]["paper_mean"].isna() & (data["table1"]["n"] > 0)]
     if len(other):

@@ -254,25 +254,32 @@ def test_every_page_is_readable_at_1400_px(site, browser):
 NARROW_JS = r"""
 <script>
 window.addEventListener('load', function () { setTimeout(function () {
-  var W = document.documentElement.clientWidth, bad = [];
+  var W = document.documentElement.clientWidth, bad = [], MAINSEL = window.DPDL_SEL || 'main *';
   function scrollsAlone(el) { for (var p = el.parentElement; p && p !== document.body; p = p.parentElement) {
     var o = getComputedStyle(p).overflowX; if (o === 'auto' || o === 'scroll') return p; } return null; }
+  function hidden(el) { for (var p = el; p && p !== document.body; p = p.parentElement) {
+    var cs = getComputedStyle(p); if (cs.visibility === 'hidden' || cs.display === 'none') return true; } return false; }
   if (document.documentElement.scrollWidth > W + 1) bad.push('page scrolls sideways: ' + document.documentElement.scrollWidth + ' > ' + W);
-  document.querySelectorAll('main *').forEach(function (el) {
+  document.querySelectorAll(MAINSEL).forEach(function (el) {
     if (el.closest('mjx-container, mjx-assistive-mml')) return;
+    if (hidden(el)) return;   /* the theme's off-canvas drawers (hidden until opened) */
     var r = el.getBoundingClientRect();
     if (r.width > 0 && r.height > 0 && r.right > W + 1 && !scrollsAlone(el))
       bad.push('past the page: ' + el.tagName.toLowerCase() + ' right=' + Math.round(r.right) + ' "' + el.textContent.trim().slice(0, 30) + '"');
   });
   document.querySelectorAll('main mjx-container').forEach(function (m) {
     var r = m.getBoundingClientRect(), td = m.closest('td, th');
-    if (m.scrollWidth > m.clientWidth + 1) bad.push('equation scrolls inside itself: "' + m.textContent.slice(0, 30) + '"');
+    /* a display equation may scroll in its own box on a narrow screen; an inline one is never cut */
+    /* (below 720 px an inline one wider than the column scrolls in its own box: MathJax 3 cannot wrap it) */
+    if (W >= 720 && m.getAttribute('display') !== 'true' && getComputedStyle(m).overflowX !== 'visible' &&
+        m.scrollWidth > m.clientWidth + 1) bad.push('equation cut inside itself: "' + m.textContent.slice(0, 30) + '"');
     if (td) { var b = td.getBoundingClientRect();
       if (r.right > b.right + 1 || r.left < b.left - 1) bad.push('equation clipped by its cell: ' + Math.round(r.width) + ' px in ' + Math.round(b.width)); }
     for (var p = m.parentElement; p && p !== document.body; p = p.parentElement) {
       var cs = getComputedStyle(p);
       if (cs.overflowX === 'hidden' || cs.overflowX === 'clip') { var pb = p.getBoundingClientRect();
-        if (r.right > pb.right + 1) bad.push('equation clipped by ' + p.tagName.toLowerCase()); break; }
+        if (r.right > pb.right + 1 || r.left < pb.left - 1) bad.push('equation clipped by ' + p.tagName.toLowerCase() +
+          '.' + String(p.className).split(' ')[0] + ': "' + m.textContent.slice(0, 30) + '"'); break; }
     }
   });
   var walker = document.createTreeWalker(document.querySelector('main') || document.body, NodeFilter.SHOW_TEXT);

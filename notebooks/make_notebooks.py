@@ -49,26 +49,10 @@ def write(name, cells, out=None):
 REPORT_PARAMS = '''profile = "cpu"          # which run records to report
 results_dir = "results"  # the study's results folder'''
 
-INTRO = """
-**DPDL** (*Distribution Prototype Diffusion Learning for Open-set Supervised Anomaly Detection*, CVPR 2025)
-detects anomalies from image-level labels when only a few anomalies, of a few classes, are seen in training and
-the test set holds unseen classes too. It learns a mixture of Gaussian *distribution prototypes* for normal
-features and a Schrödinger bridge that carries normal features to them while pushing the seen anomalies away
-(DPL), adds a hyperspherical *dispersion* loss on the features (DFL), and scores images with three MIL heads
-(see [Method](../method.md)). The paper claims state-of-the-art AUC on nine public datasets, in the *general*
-and the *hard* setting, with ten or one training anomalies, and ablations (Fig. 2, Table 3, Fig. 3) that credit
-each component.
-
-This book reproduces those claims from scratch (the authors published no code). The three lines below are its
-answer. Under them, every claim of the paper (its tables, figures and text) has a row: our number beside the
-paper's, and a verdict from the [rules](#verdict-rules) stated once, on this page. Every number is computed from
-this study's run records and the paper's tables; none is typed by hand. The other pages:
-[Method](../method.md), [Data](../data.md), the result pages (Tables 1–6, Figs. 2–3), [Deviations](../deviations.md),
-[Performance](report_performance.ipynb) and [Provenance](report_provenance.ipynb)."""
-
 # name -> (title, text, the call that shows the page)
 REPORTS = {
-    "report_summary": ("Introduction", INTRO, 'pages.show("summary", profile, results_dir)', "pages"),
+    # the first page: its answer, then the introduction (dpdl.book.pages.INTRO), then every claim
+    "report_summary": ("Introduction", "", 'pages.show("summary", profile, results_dir)', "pages"),
     "report_table1_general": ("Table 1 — general setting", """
 Image-level AUC-ROC in the **general setting** (the test set holds every anomaly class; M = 10 or 1 anomalies
 seen in training), our runs beside the paper's DPDL numbers. The paper claims DPDL is best or second best on all

@@ -25,6 +25,23 @@ PAGES = {"table1": ("Table 1 (general setting)", "table1", "Table 1"),
          "table6": ("Table 6 (hard setting per known class)", "table6", "Table 6"),
          "fig2": ("Fig. 2 (ablation of DPL and DFL)", "fig2", "Fig. 2"),
          "fig3": ("Fig. 3 (parameter sensitivity)", "fig3", "Fig. 3")}
+INTRO = """
+**DPDL** (*Distribution Prototype Diffusion Learning for Open-set Supervised Anomaly Detection*, CVPR 2025)
+detects anomalies from image-level labels when only a few anomalies, of a few classes, are seen in training and
+the test set holds unseen classes too. It learns a mixture of Gaussian *distribution prototypes* for normal
+features and a Schrödinger bridge that carries normal features to them while pushing the seen anomalies away
+(DPL), adds a hyperspherical *dispersion* loss on the features (DFL), and scores images with three MIL heads
+(see [Method](../method.md)). The paper claims state-of-the-art AUC on nine public datasets, in the *general*
+and the *hard* setting, with ten or one training anomalies, and ablations (Fig. 2, Table 3, Fig. 3) that credit
+each component.
+
+This book reproduces those claims from scratch (the authors published no code). The three lines above are its
+answer. Below, every claim of the paper (its tables, figures and text) has a row: our number beside the
+paper's, and a verdict from the {ref}`rules <verdict-rules>` stated once, on this page. Every number is computed from
+this study's run records and the paper's tables; none is typed by hand. The other pages:
+[Method](../method.md), [Data](../data.md), the result pages (Tables 1–6, Figs. 2–3), [Deviations](../deviations.md),
+[Performance](report_performance.ipynb) and [Provenance](report_provenance.ipynb)."""
+
 CHECK_COLS = ["claim", "page", "profile", "ours", "paper", "delta", "baselines", "verdict", "why"]
 
 
@@ -56,8 +73,8 @@ def checklist_view(check: pd.DataFrame, links: bool = True) -> pd.DataFrame:
     return view[cols]
 
 
-RULES_LINK = ("Verdicts and signs follow the rules stated once, on the [first page](report_summary.ipynb#verdict-rules): "
-              "every Δ is ours − paper or claimed better − claimed worse.")
+RULES_LINK = ("Verdicts and signs follow the {ref}`rules stated once, on the first page <verdict-rules>`: every Δ is "
+              "ours − paper or claimed better − claimed worse.")
 
 
 def show_checklist(check: pd.DataFrame, links: bool = True) -> None:
@@ -156,8 +173,8 @@ def show(page: str, profile: str = "cpu", results_dir=None) -> None:
             show_checklist(mine, links=False)
         line = not_reachable(df, profile, group, what)
         if (df["n"] > 0).any() or page in ("table5", "table6"):
-            _display(_md(f"Every cell the paper prints, ours beside it (rule 1 of the [first page]"
-                         f"(report_summary.ipynb#verdict-rules): *reproduced* when our mean is at most "
+            _display(_md(f"Every cell the paper prints, ours beside it (rule 1 of the {{ref}}`verdict rules "
+                         f"<verdict-rules>`: *reproduced* when our mean is at most "
                          f"{verdicts.TOLERANCE} below the paper's)."),
                      render.verdict_style(styled(main_view(df, extra, all_rows=page in ("table5", "table6")))))
         if line:
@@ -298,6 +315,14 @@ def rerun_box(profile: str, results_dir=None, runs: pd.DataFrame | None = None) 
             f"equal {r['auc']:.4f} (same seed, same profile, same code version `{rec.get('code_version')}`).\n:::")
 
 
+def show_answer(profile: str, results_dir=None, check=None, data=None) -> None:
+    """The first screen: the study's answer in three lines (:func:`dpdl.study.answer.answer`)."""
+    data = _data(profile, results_dir) if data is None else data
+    check = claims.checklist(profile, results_dir, data) if check is None else check
+    lines = answer.answer(check, data, profile, results_dir)
+    _display(_md('<div class="dpdl-answer">\n\n' + "\n\n".join(lines) + "\n\n</div>"))
+
+
 def show_summary(profile: str, results_dir=None) -> None:
     """The first page: the answer in three lines, the verdict rules, the forest plot of every claim tested, the
     claims one by one (those not testable here folded, each with its command), what ran and what built the book."""
@@ -310,9 +335,9 @@ def show_summary(profile: str, results_dir=None) -> None:
     check = claims.checklist(profile, results_dir, data)
     runs = analysis.load_runs(profile, results_dir, include_failed=True)
     ok = runs[runs["status"] == "ok"]
-    _display(_md('<div class="dpdl-answer">\n\n' + "\n\n".join(answer.answer(check, data, profile, results_dir))
-                 + "\n\n</div>"))
-    _display(_md('<span id="verdict-rules"></span>\n\n## Verdict rules\n\n' + verdicts.RULES))
+    show_answer(profile, results_dir, check, data)
+    _display(_md(INTRO.strip()))
+    _display(_md("(verdict-rules)=\n## Verdict rules\n\n" + verdicts.RULES))
     untestable = check["verdict"] == verdicts.UNTESTABLE
     if (~untestable).any():
         _display(_md("## Every claim tested, ours minus the paper\n\nEach line: the signed difference (ours − paper, "

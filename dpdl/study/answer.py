@@ -25,7 +25,7 @@ def what_reproduces(check: pd.DataFrame, profile: str) -> str:
             f"**{len(rep)} of the {len(tested)} claims tested are reproduced** by the {profile} profile")
     named = "" if rep.empty or len(rep) > 3 else " (" + "; ".join(rep["claim"]) + ")"
     return (f"{head}{named}: of {len(tested)} claims tested, {others or 'none other'}; {untested} more are not "
-            f"testable here (no data or no run in this profile).")
+            f"testable here (no data or no run).")
 
 
 def versus_baselines(data: dict, profile: str) -> str:
@@ -40,16 +40,17 @@ def versus_baselines(data: dict, profile: str) -> str:
             continue
         d = c[f"vs {b}"]
         above = int((c[f"vs {b} lo"] > 0).sum())
-        parts.append(f"DPDL − {b} is {d.min():+.3f} to {d.max():+.3f} over {len(c)} cells, its interval above 0 in "
-                     f"{above or 'none'}")
+        parts.append(f"DPDL − {b} is {d.min():+.3f} to {d.max():+.3f} over {len(c)} cells (above 0 in {above or 'none'})"
+                     .replace("-", "−"))
     knn = "kNN (ours)"
     if knn in cells and cells[knn].notna().any():
         c = cells[cells[knn].notna()]
-        parts.append(f"kNN on the same frozen features has the higher mean in {int((c[knn] > c['ours_mean']).sum())} "
+        parts.append(f"kNN on the same features has the higher mean in {int((c[knn] > c['ours_mean']).sum())} "
                      f"of {len(c)} cells")
     if not parts:
         return f"No baseline ran in the {profile} profile: DPDL is compared with the paper's numbers only."
-    return f"Against the baselines run here (same {profile} profile, splits and seeds, paired): " + "; ".join(parts) + "."
+    return (f"**Against the baselines run here** (same {profile} profile, splits and seeds, paired): " + "; ".join(parts)
+            + ".")
 
 
 def _benchmark_choices(results_dir=None) -> tuple[int, list[str]]:
@@ -67,17 +68,24 @@ def _benchmark_choices(results_dir=None) -> tuple[int, list[str]]:
 
 def fidelity(profile: str, results_dir=None) -> str:
     """Line 3: the profile's fidelity, whether the paper profile ran, and on which data the profile was chosen."""
-    cap = tables.profile_caption(profile, results_dir, short=True).removeprefix("profile: ")
+    from ..config import PROFILES
+
+    p, pp = PROFILES.get(profile), PROFILES["paper"]
+    if p is None or profile == "paper":
+        fid = f"the {profile} profile"
+    else:
+        fid = (f"reduced, the {profile} profile: {'frozen' if not p.finetune_backbone else 'fine-tuned'} {p.backbone} at "
+               f"{p.image_size} px, {p.epochs}×{p.iters_per_epoch} iterations (the paper: {pp.backbone} fine-tuned at "
+               f"{pp.image_size} px, {pp.epochs}×{pp.iters_per_epoch})")
     paper = analysis.load_runs("paper", results_dir)
-    gpu = "has not run here (it needs a GPU): no run record of it exists" if paper.empty else \
-        f"ran {len(paper)} runs here"
-    text = f"Fidelity: {cap}. The paper profile {gpu}."
+    gpu = "has not run on a GPU here (no run record of it)" if paper.empty else f"ran {len(paper)} runs here"
+    text = f"**Fidelity**: {fid}; the paper profile {gpu}."
     if profile == "cpu":
         n, cells = _benchmark_choices(results_dir)
         if n:
-            text += (f" The cpu profile's settings were chosen on ELPV's test cells ({', '.join(cells)}), not on a "
-                     f"validation split ({n} benchmark files `results/benchmarks/elpv_cpu_*.json`): its ELPV numbers "
-                     "are optimistic by an unknown amount ([Deviations](../deviations.md)).")
+            text += (f" The cpu profile's settings were chosen on ELPV's test cells ({len(cells)} cells, {n} benchmark "
+                     "files `results/benchmarks/elpv_cpu_*.json`), not on a validation split "
+                     "([Deviations](../deviations.md)).")
     return text
 
 

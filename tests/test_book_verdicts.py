@@ -113,3 +113,19 @@ def test_pages_show_the_same_signs(monkeypatch):
         assert head in src
     for wrong in ("− {n,a,r} (paired)", "− DPDL (paired)", "− the paper's value (paired)"):
         assert wrong not in src
+
+
+def test_main_view_shows_the_papers_std_integer_ranks_and_unrun_paper_cells():
+    from dpdl.book import pages
+
+    df = pd.DataFrame({"dataset": ["Carpet", "Grid"], "key": ["mvtec_carpet", "mvtec_grid"], "M": [10, 10],
+                       "n": [3, 0], "ours_mean": [0.9, NAN], "ours_std": [0.01, NAN], "ci_lo": [0.88, NAN],
+                       "ci_hi": [1.0, NAN], "paper_mean": [0.95, 0.97], "paper_std": [0.004, 0.002],
+                       "diff": [-0.05, NAN], "status": ["measured", "not run here"], "rank": [3.0, NAN],
+                       "methods run": [4, 0]})
+    seen = pages.main_view(df)
+    assert list(seen["dataset"]) == ["Carpet"] and list(seen["rank"]) == ["3 of 4"]
+    every = pages.main_view(df, all_rows=True)           # Table 5/6: the paper's numbers even where none ran
+    assert list(every["paper (mean ± std)"]) == ["0.950 ± 0.004", "0.970 ± 0.002"]
+    assert list(every["verdict"]) == [V.absolute(0.9, 1.0, 0.95, 3), V.UNTESTABLE]
+    assert list(every["Δ ours − paper"])[0] == "-0.050"

@@ -78,8 +78,16 @@ RULES_LINK = ("Verdicts and signs follow the {ref}`rules stated once, on the fir
 
 
 def show_checklist(check: pd.DataFrame, links: bool = True) -> None:
-    """The claims (with verdicts) as a table, under a link to the rules that give the verdicts."""
-    _display(_md(RULES_LINK), render.verdict_style(styled(checklist_view(check, links))))
+    """The claims (with verdicts) as a table, under a link to the rules that give the verdicts; the claims not
+    testable here folded below it, each with why and the command that runs it."""
+    untestable = check["verdict"] == verdicts.UNTESTABLE
+    _display(_md(RULES_LINK))
+    if (~untestable).any():
+        _display(render.verdict_style(styled(checklist_view(check[~untestable], links))))
+    if untestable.any():
+        _display(render.collapsed(f"{int(untestable.sum())} claims not testable here, each with why and the command "
+                                  "that runs it", render.verdict_style(styled(checklist_view(check[untestable],
+                                                                                             links)))))
 
 
 def not_reachable(df: pd.DataFrame, profile: str, group: str, what: str) -> str | None:
@@ -166,7 +174,7 @@ def show(page: str, profile: str = "cpu", results_dir=None) -> None:
     if page in ("table1", "table2", "table5", "table6"):
         extra = ("known_class",) if page == "table6" else ()
         if page in ("table1", "table2"):   # the absolute claims are the rows below; the relative claim is shown
-            rel = mine[~mine["claim"].str.startswith(table)]
+            rel = mine[mine["kind"] != "absolute"]
             if len(rel):
                 show_checklist(rel, links=False)
         elif len(mine):
@@ -349,11 +357,7 @@ def show_summary(profile: str, results_dir=None) -> None:
     if box:
         _display(_md(box))
     _display(_md("## The claims, one by one"))
-    show_checklist(check[~untestable])
-    if untestable.any():
-        _display(render.collapsed(f"{int(untestable.sum())} claims not testable here, each with why and the "
-                                  f"command that runs it", render.verdict_style(styled(checklist_view(
-                                      check[untestable])))))
+    show_checklist(check)
     lines = [f"- run records of the **{profile}** profile: {len(runs)} ({len(ok)} finished, "
              f"{int((runs['status'] == 'failed').sum())} failed)"]
     if len(runs):

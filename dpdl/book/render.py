@@ -60,7 +60,7 @@ def not_run_line(what: str, command: str) -> str:
     return f"*{what}: not run here.* To run it: `{command}`"
 
 
-VERDICT_CLASS = {"reproduced": "color: #1a7f37", "inconclusive": "color: #6e5600", "not reproduced": "color: #b35900",
+VERDICT_CLASS = {"reproduced": "color: #1a7f37", "inconclusive": "color: #6f42c1", "not reproduced": "color: #b35900",
                  "reversed": "color: #cf222e; font-weight: bold", "not testable here": "color: grey"}
 
 

@@ -187,7 +187,7 @@ def score_histogram(run_dir, *, save=None):
     return _save(fig, save)
 
 
-VERDICT_COLORS = {"reproduced": "#1a7f37", "inconclusive": "#9a7d0a", "not reproduced": "#b35900",
+VERDICT_COLORS = {"reproduced": "#1a7f37", "inconclusive": "#6f42c1", "not reproduced": "#b35900",
                   "reversed": "#cf222e"}
 
 

@@ -188,3 +188,26 @@ def test_paper_names_come_from_the_registry():
     for name, spec in REGISTRY.items():
         if name not in ("folder", "synthetic"):
             assert paper.paper_name(name) == spec.paper_name
+
+
+def test_the_answer_is_computed_from_the_records(results, monkeypatch):
+    from dpdl.study import answer
+
+    monkeypatch.setattr(tables, "_reason_map", lambda profile, results_dir=None: {})
+    data = {"table1": tables.table1(PROFILE, results, reasons={}), "table2": tables.table2(PROFILE, results, reasons={})}
+    check = claims.checklist(PROFILE, results)
+    line1, line2, line3 = answer.answer(check, data, PROFILE, results)
+    tested = check[check["verdict"] != "not testable here"]
+    n_rep = int((tested["verdict"] == "reproduced").sum())
+    assert (f"{n_rep} of the {len(tested)} claims tested" in line1) if n_rep else ("No claim" in line1)
+    d_dra, _, _ = t_interval([ELPV_G[s] - DRA_G[s] for s in DRA_G])
+    assert f"{d_dra:+.3f}".replace("-", "−") in line2 and "DPDL − DRA" in line2
+    assert "paper profile has not run on a GPU here" in line3
+    assert "ELPV's test cells" not in line3          # no choice benchmark in these results: no such sentence
+    bench = results / "benchmarks"
+    bench.mkdir(exist_ok=True)
+    (bench / "elpv_cpu_choice_x.json").write_text(json.dumps({"cells": {"general M=10": {}, "hard M=1": {}}}))
+    try:
+        assert "ELPV's test cells (2 cells, 1 benchmark files" in answer.fidelity(PROFILE, results)
+    finally:
+        (bench / "elpv_cpu_choice_x.json").unlink()

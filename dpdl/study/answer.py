@@ -93,10 +93,3 @@ def answer(check: pd.DataFrame, data: dict, profile: str, results_dir=None) -> l
     """The three lines of the first page."""
     return [what_reproduces(check, profile), versus_baselines(data, profile), fidelity(profile, results_dir)]
 
-
-def headline(check: pd.DataFrame, profile: str) -> str:
-    """One sentence with the count of each verdict (the figure captions and ``results/tables``)."""
-    counts = check["verdict"].value_counts()
-    parts = [f"{int(counts.get(v, 0))} {v}" for v in verdicts.VERDICTS if counts.get(v, 0)]
-    return f"{profile} profile, {len(check)} claims: " + ", ".join(parts) + "."
-

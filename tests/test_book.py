@@ -74,7 +74,7 @@ def test_pages_label_the_profile_and_point_to_provenance(site):
         text = page.read_text(encoding="utf-8")
         assert "Profile: smoke" in text, f"{page.name} does not name its profile"
     summary = (site["html"] / "book" / "_generated" / "report_summary.html").read_text(encoding="utf-8")
-    assert "With the smoke profile" in summary or "with the smoke profile" in summary
+    assert "the smoke profile" in summary and "Verdict rules" in summary   # the answer and the rules
     prov = (site["html"] / "book" / "_generated" / "report_provenance.html").read_text(encoding="utf-8")
     run_ids = [p.parent.name for p in (site["results"] / "runs" / "smoke").rglob("run.json")]
     missing = [r for r in run_ids if r not in prov]

@@ -74,7 +74,7 @@ def test_pages_label_the_profile_and_point_to_provenance(site):
         text = page.read_text(encoding="utf-8")
         assert "Profile: smoke" in text, f"{page.name} does not name its profile"
     summary = (site["html"] / "book" / "_generated" / "report_summary.html").read_text(encoding="utf-8")
-    assert "With the smoke profile" in summary or "with the smoke profile" in summary
+    assert "the smoke profile" in summary and "Verdict rules" in summary   # the answer and the rules
     prov = (site["html"] / "book" / "_generated" / "report_provenance.html").read_text(encoding="utf-8")
     run_ids = [p.parent.name for p in (site["results"] / "runs" / "smoke").rglob("run.json")]
     missing = [r for r in run_ids if r not in prov]
@@ -137,7 +137,7 @@ def browser(tmp_path_factory):
         assert proc.returncode == 0, f"chromium failed on {path}: {proc.stderr[-2000:]}"
         return proc.stdout
 
-    return {"dump": dump, "screenshot": screenshot, "dump_wide": dump_wide}
+    return {"dump": dump, "screenshot": screenshot, "dump_wide": dump_wide, "flags": flags}
 
 
 def _count(dom: str, tag: str) -> int:
@@ -246,3 +246,77 @@ def test_every_page_is_readable_at_1400_px(site, browser):
     assert not problems, f"pages not readable at 1400 px: {problems}"
     fig3 = (site["html"] / "book" / "_generated" / "report_fig3_sensitivity.html").read_text(encoding="utf-8")
     assert ">0.000<" not in fig3 and ">0.0001<" not in fig3   # ε values in scientific notation (1e-04)
+
+
+# At 420 px (a phone): the page itself never scrolls sideways; an element past the right edge is allowed only
+# inside a box that scrolls sideways on its own (a wide table). At any width: no equation clipped by its table cell
+# or by a box around it, no raw LaTeX outside MathJax, no equation label shown as code.
+NARROW_JS = r"""
+<script>
+window.addEventListener('load', function () { setTimeout(function () {
+  var W = document.documentElement.clientWidth, bad = [], MAINSEL = window.DPDL_SEL || 'main *';
+  function scrollsAlone(el) { for (var p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+    var o = getComputedStyle(p).overflowX; if (o === 'auto' || o === 'scroll') return p; } return null; }
+  function hidden(el) { for (var p = el; p && p !== document.body; p = p.parentElement) {
+    var cs = getComputedStyle(p); if (cs.visibility === 'hidden' || cs.display === 'none') return true; } return false; }
+  if (document.documentElement.scrollWidth > W + 1) bad.push('page scrolls sideways: ' + document.documentElement.scrollWidth + ' > ' + W);
+  document.querySelectorAll(MAINSEL).forEach(function (el) {
+    if (el.closest('mjx-container, mjx-assistive-mml')) return;
+    if (hidden(el)) return;   /* the theme's off-canvas drawers (hidden until opened) */
+    var r = el.getBoundingClientRect();
+    if (r.width > 0 && r.height > 0 && r.right > W + 1 && !scrollsAlone(el))
+      bad.push('past the page: ' + el.tagName.toLowerCase() + ' right=' + Math.round(r.right) + ' "' + el.textContent.trim().slice(0, 30) + '"');
+  });
+  document.querySelectorAll('main mjx-container').forEach(function (m) {
+    var r = m.getBoundingClientRect(), td = m.closest('td, th');
+    /* a display equation may scroll in its own box on a narrow screen; an inline one is never cut */
+    /* (below 720 px an inline one wider than the column scrolls in its own box: MathJax 3 cannot wrap it) */
+    if (W >= 720 && m.getAttribute('display') !== 'true' && getComputedStyle(m).overflowX !== 'visible' &&
+        m.scrollWidth > m.clientWidth + 1) bad.push('equation cut inside itself: "' + m.textContent.slice(0, 30) + '"');
+    if (td) { var b = td.getBoundingClientRect();
+      if (r.right > b.right + 1 || r.left < b.left - 1) bad.push('equation clipped by its cell: ' + Math.round(r.width) + ' px in ' + Math.round(b.width)); }
+    for (var p = m.parentElement; p && p !== document.body; p = p.parentElement) {
+      var cs = getComputedStyle(p);
+      if (cs.overflowX === 'hidden' || cs.overflowX === 'clip') { var pb = p.getBoundingClientRect();
+        if (r.right > pb.right + 1 || r.left < pb.left - 1) bad.push('equation clipped by ' + p.tagName.toLowerCase() +
+          '.' + String(p.className).split(' ')[0] + ': "' + m.textContent.slice(0, 30) + '"'); break; }
+    }
+  });
+  var walker = document.createTreeWalker(document.querySelector('main') || document.body, NodeFilter.SHOW_TEXT);
+  var tex = /\\(mathbf|mathcal|mathrm|boldsymbol|frac|operatorname|psi|epsilon|sigma|log|exp|sum|min)\b|\$[^$\s][^$]*\$/;
+  while (walker.nextNode()) { var t = walker.currentNode, el = t.parentElement;
+    if (!el || el.closest('mjx-container, code, pre, script, style, .MathJax, mjx-assistive-mml')) continue;
+    if (tex.test(t.textContent)) bad.push('raw LaTeX: "' + t.textContent.trim().slice(0, 40) + '"'); }
+  document.querySelectorAll('main code').forEach(function (c) {
+    if (/^eq-[a-z0-9-]+$/.test(c.textContent.trim())) bad.push('equation label as code: ' + c.textContent.trim()); });
+  var out = document.createElement('pre'); out.id = 'dpdl-layout-report';
+  var tag = 'LAY' + 'OUT';
+  out.textContent = tag + '[' + bad.slice(0, 30).join(' ;; ') + ']' + tag + ' ' + bad.length;
+  document.body.appendChild(out);
+}, 300); });
+</script>
+"""
+
+
+def probe(page: Path, exe_flags: list, width: int, js: str = NARROW_JS, budget_ms: int = 8000) -> list[str]:
+    """Load ``page`` at ``width`` px with the probe ``js`` and return the problems it reports."""
+    target = page.with_name(page.stem + f".probe{width}.html")
+    target.write_text(page.read_text(encoding="utf-8").replace("</body>", js + "</body>"), encoding="utf-8")
+    try:
+        proc = subprocess.run(exe_flags + [f"--virtual-time-budget={budget_ms}", f"--window-size={width},1000",
+                                           "--dump-dom", target.as_uri()], capture_output=True, text=True, timeout=180)
+    finally:
+        target.unlink()
+    assert proc.returncode == 0, f"chromium failed on {page}: {proc.stderr[-2000:]}"
+    m = re.search(r"LAYOUT\[(.*?)\]LAYOUT (\d+)", html.unescape(proc.stdout), flags=re.S)
+    assert m, f"{page.name}: the probe did not run"
+    return [p for p in m.group(1).split(" ;; ") if p]
+
+
+@pytest.mark.parametrize("width", [420, 1400])
+def test_no_page_scrolls_sideways_and_no_math_is_clipped_or_raw(site, browser, width):
+    """At 420 and 1400 px: no page scrolls sideways as a whole (wide tables scroll in their own box), no equation
+    clipped, no raw LaTeX, no equation label shown as code."""
+    pages = [site["html"] / f"{f}.html" for f in book.toc_files(REPO_ROOT / "_toc.yml")]
+    problems = {p.name: found[:5] for p in pages if (found := probe(p, browser["flags"], width))}
+    assert not problems, f"pages not readable at {width} px: {problems}"

@@ -9,7 +9,7 @@ import pandas as pd
 from ..study.analysis import default_results_dir, load_runs
 from . import render
 from .pages import _display, _md
-from .records import choice_table, diagnostic_table, performance_tables, provenance_table
+from .records import RUN_STEPS, choice_table, diagnostic_table, performance_tables, provenance_table
 from .render import collapsed, styled
 
 
@@ -66,7 +66,8 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
                                                             "sum_s": "sum (s)"}), precision=1),
                  collapsed(f"Per run ({len(perf['per_run'])} runs)", styled(perf["per_run"], precision=2)))
         br = perf["breakdown"]
-        _display(_md("## Step-time breakdown\n\nMean over runs."),
+        _display(_md(f"## Step-time breakdown\n\nMean over the {br.attrs.get('runs', len(perf['per_run']))} runs "
+                     f"that time every step ({', '.join(RUN_STEPS)}), every part over the same runs."),
                  styled(br.rename(columns={"mean_s": "mean (s)"}), {"mean (s)": "{:.3f}", "share of total_s": "{:.1%}"}))
         if "steps" in perf:
             _display(collapsed("One training step (ms, mean over runs)", styled(perf["steps"], precision=2)))

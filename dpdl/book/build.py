@@ -322,6 +322,8 @@ def build(profile: str = "cpu", results: str | os.PathLike | None = None, execut
     gen_dir = src_root / GENERATED
     seconds = execute_reports(names, notebooks_dir, gen_dir, profile, results, execute=execute, jobs=jobs,
                               log=log)
+    from .records import results_archive
+    results_archive(results, profile, gen_dir)   # the first page's download of the records and tables
     t1 = time.perf_counter()
     run_jupyter_book(src_root, path_output, log=log)
     html_dir = path_output / "_build" / "html"

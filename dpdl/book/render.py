@@ -34,6 +34,7 @@ def mean_ci(mean, lo, hi, n=None) -> str:
     """``0.848 [0.825, 0.871]``: a mean and its 95 % interval (without one when n < 2)."""
     if _nan(mean):
         return ""
+    lo, hi = (lo if _nan(lo) else max(0.0, lo)), (hi if _nan(hi) else min(1.0, hi))   # an AUC interval
     s = f"{mean:.3f}" + ("" if _nan(lo) else f" [{lo:.3f}, {hi:.3f}]")
     return s
 
@@ -59,8 +60,8 @@ def not_run_line(what: str, command: str) -> str:
     return f"*{what}: not run here.* To run it: `{command}`"
 
 
-VERDICT_CLASS = {"reproduced": "color: #1a7f37", "not reproduced": "color: #b35900",
-                 "direction reversed": "color: #cf222e; font-weight: bold", "not testable here": "color: grey"}
+VERDICT_CLASS = {"reproduced": "color: #1a7f37", "inconclusive": "color: #6f42c1", "not reproduced": "color: #b35900",
+                 "reversed": "color: #cf222e; font-weight: bold", "not testable here": "color: grey"}
 
 
 def verdict_style(sty):

@@ -1,21 +1,16 @@
-"""The claims checklist: every claim of the paper, our number beside the paper's, and a verdict from a stated rule.
+"""The claims checklist: every claim of the paper (tables, figures and text), our number beside the paper's, and a
+verdict from the rules of :mod:`dpdl.study.verdicts`.
 
 :func:`checklist` reads the tables of :mod:`dpdl.study.tables` (which read :mod:`dpdl.study.analysis`), so the
 first page, the table pages and ``results/tables`` give the same numbers. One row per claim::
 
-    claim, table (the page), profile, ours, paper, delta, baselines (same profile), verdict, why,
-    value, value_lo, value_hi, n (the numbers behind ``ours``/``delta``)
+    claim, table (the page), kind (absolute | relative | rank), profile, ours, paper, delta, baselines, verdict,
+    why, value, value_lo, value_hi (our AUC, absolute claims), d, d_lo, d_hi (the signed difference), n
 
-Rules (:data:`RULES`, printed on the pages):
-
-* an **absolute** claim (a cell of Tables 1, 2, 5, 6: "DPDL reaches AUC p") is *reproduced* when our mean over
-  seeds is at most :data:`TOLERANCE` below p (or above it), else *not reproduced*;
-* a **relative** claim ("A beats B": the full model beats an ablation, DPDL beats DRA and DevNet, the paper's
-  C beats too few or too many prototypes) is tested on the paired differences A - B over the seeds both ran:
-  *reproduced* when the 95 % t-interval of their mean lies above 0, *direction reversed* when it lies below 0,
-  *not reproduced* when it holds 0 (no difference shown either way);
-* *not testable here* when a cell has no run in the profile (the reason and the command that runs it are given),
-  or a relative claim fewer than 2 paired seeds.
+``d`` is always *ours − paper* (absolute) or *claimed better − claimed worse* (relative), see
+:mod:`dpdl.study.verdicts`. A claim with no run in the profile keeps its row: *not testable here*, with the command
+that would run it. The claims the paper makes per dataset are listed for every dataset it names (the paper
+profile's groups of ``study.yaml``), whether or not they ran here.
 """
 from __future__ import annotations
 
@@ -23,22 +18,31 @@ import math
 
 import pandas as pd
 
-from . import analysis, tables
+from . import analysis, tables, verdicts
+from .verdicts import RULES, TOLERANCE, UNTESTABLE, VERDICTS, combine  # noqa: F401 - the one vocabulary
 
-TOLERANCE = 0.02   # AUC
-VERDICTS = ("reproduced", "not reproduced", "direction reversed", "not testable here")
-RULES = (f"**Absolute claims** (a cell of Tables 1, 2, 5, 6): *reproduced* when our mean over seeds is at most "
-         f"{TOLERANCE} AUC below the paper's DPDL (or above it), otherwise *not reproduced*. **Relative claims** "
-         "(the full model beats an ablation; DPDL beats DRA and DevNet; the paper's hyper-parameter beats the "
-         "others): the paired difference over the seeds both ran, with its 95 % t-interval, is *reproduced* when "
-         "the interval lies above 0, *direction reversed* when it lies below 0, *not reproduced* when it holds 0. "
-         "*Not testable here*: no run of the cell in this profile, or fewer than 2 paired seeds. Intervals are "
-         "95 % t-intervals over seeds: mean ± t(0.975, n−1)·sd/√n.")
 PAGES = {"Table 1": "report_table1_general", "Table 2": "report_table2_hard", "Table 3": "report_table3_heads",
          "Table 5": "report_table5_mvtec", "Table 6": "report_table6_hard_per_class", "Fig. 2": "report_fig2_ablation",
          "Fig. 3": "report_fig3_sensitivity"}
 GROUPS = {"Table 1": "table1", "Table 2": "table2", "Table 3": "table3", "Table 5": "table5", "Table 6": "table6",
           "Fig. 2": "fig2", "Fig. 3": "fig3"}
+AHL_GAIN = 0.083      # Sec. 5.4: "improves AHL by more than 8.3 % (relative) at M = 1 on AITEX, ELPV, Mastcam"
+AHL_DATASETS = ("aitex", "elpv", "mastcam")
+SMALL_DATASETS = ("brainmri", "headct")   # Sec. 5.7: λ = 1 best on these two, λ = 0.01 on the seven others
+INDUSTRIAL = ("mvtec", "optical", "sdd", "aitex", "elpv")   # Sec. 5.6: w/o DPL drops most on industrial data
+# Fig. 3's claims (Sec. 5.7): parameter -> (what the paper says, the comparisons "a beats b" from the values run)
+FIG3_CLAIMS = {
+    "prototypes": ("too few or too many prototypes C hurt", lambda key, v: [(32.0, min(v)), (32.0, max(v))]),
+    "eps": ("a larger ε degrades the AUC", lambda key, v: [(min(v), max(v))]),
+    "kappa": ("κ above 10 can hurt", lambda key, v: [(10.0, max(v))]),
+    "lam": ("λ = 1 is best on BrainMRI and HeadCT, λ = 0.01 on the seven larger datasets",
+            lambda key, v: [(best_lambda(key), x) for x in v if x != best_lambda(key)]),
+}
+
+
+def best_lambda(key: str) -> float:
+    """The λ the paper's Sec. 5.7 calls best on a dataset."""
+    return 1.0 if key in SMALL_DATASETS else 0.01
 
 
 def _nan(x) -> bool:
@@ -53,199 +57,221 @@ def fmt_interval(mean, lo=math.nan, hi=math.nan, signed=False) -> str:
     return f.format(mean) + ("" if _nan(lo) else f" [{f.format(lo)}, {f.format(hi)}]")
 
 
-def absolute_verdict(ours: float, paper: float | None, n: int) -> str:
-    """The rule for an absolute claim (see the module)."""
-    if n == 0 or _nan(ours):
-        return "not testable here"
-    if paper is None or _nan(paper):
-        return "not testable here"
-    return "reproduced" if ours >= paper - TOLERANCE else "not reproduced"
+def fmt_paper(mean, std=math.nan) -> str:
+    """The paper's value with its ± std, as printed."""
+    return "" if _nan(mean) else f"{mean:.3f}" + ("" if _nan(std) else f" ± {std:.3f}")
 
 
-def relative_verdict(lo: float, hi: float, n: int) -> str:
-    """The rule for a relative claim on a paired difference (expected > 0) with 95 % interval [lo, hi]."""
-    if n < 2 or _nan(lo):
-        return "not testable here"
-    if lo > 0:
-        return "reproduced"
-    if hi < 0:
-        return "direction reversed"
-    return "not reproduced"
-
-
-def combine(verdicts) -> str:
-    """One verdict for a claim made of several comparisons: reversed if any is, reproduced if all are."""
-    v = [x for x in verdicts if x != "not testable here"]
-    if not v:
-        return "not testable here"
-    if "direction reversed" in v:
-        return "direction reversed"
-    return "reproduced" if all(x == "reproduced" for x in v) and len(v) == len(list(verdicts)) else "not reproduced"
-
-
-def run_command(profile: str, group: str, status: str = "") -> str:
+def run_command(profile: str, group: str, status: str = "", dataset: str | None = None) -> str:
     """The command that runs a group of the study (with a data root when the dataset needs one)."""
     cmd = f"dpdl study run --profile {profile} --only {group}"
+    if dataset and dataset != "mvtec":
+        cmd += f" --datasets {dataset}"
     return cmd + (" --data-root PATH" if "data root" in status else "")
+
+
+def _row(claim, table, profile, kind, verdict, *, ours="", paper="", d=math.nan, lo=math.nan, hi=math.nan, n=0,
+         why="", baselines="", value=math.nan, value_lo=math.nan, value_hi=math.nan) -> dict:
+    return dict(claim=claim, table=table, kind=kind, profile=profile, ours=ours, paper=paper,
+                delta=fmt_interval(d, lo, hi, signed=True), baselines=baselines, verdict=verdict, why=why,
+                value=value, value_lo=value_lo, value_hi=value_hi, d=d, d_lo=lo, d_hi=hi, n=n)
 
 
 def _untestable_why(row, profile: str, table: str) -> str:
     status = str(row.get("status", ""))
     why = status[len("not run here"):].strip(" ()") if status.startswith("not run here") else ""
-    return (f"{why or 'no run in this profile'}; `{run_command(profile, GROUPS[table], status)}`")
+    return f"{why or 'no run in this profile'}; `{run_command(profile, GROUPS[table], status, row.get('key'))}`"
+
+
+def _abs_why(v, r) -> str:
+    if v == verdicts.INCONCLUSIVE:
+        return ("one seed: no interval" if r["n"] < 2 else
+                f"our mean is more than {TOLERANCE} below, but our interval reaches the paper's value − {TOLERANCE}")
+    if v == verdicts.NOT_REPRODUCED:
+        return f"the top of our interval is more than {TOLERANCE} below the paper's value"
+    return ""
 
 
 def _baselines(row) -> str:
     parts = [f"{analysis.METHOD_LABELS[m]} {row[f'{analysis.METHOD_LABELS[m]} (ours)']:.3f}"
              for m in tables.BASELINES_RUN if not _nan(row.get(f"{analysis.METHOD_LABELS[m]} (ours)"))]
-    return ", ".join(parts) or "not run here"
+    return ", ".join(parts)
 
 
-def _absolute_rows(df: pd.DataFrame, table: str, profile: str, label) -> list[dict]:
+def absolute_rows(df: pd.DataFrame, table: str, profile: str, label) -> list[dict]:
+    """Rule 1 for every cell with a paper value: ours − paper."""
     rows = []
     for _, r in df.iterrows():
         if _nan(r["paper_mean"]):
             continue
-        v = absolute_verdict(r["ours_mean"], r["paper_mean"], int(r["n"]))
-        why = ""
-        if v == "not testable here":
-            why = _untestable_why(r, profile, table)
-        elif not _nan(r.get("ci_lo")) and r["ci_lo"] <= r["paper_mean"] <= r["ci_hi"] and v == "not reproduced":
-            why = "the paper's value lies inside our 95 % interval"
+        n = int(r["n"])
+        lo, hi = verdicts.clip_auc(r.get("ci_lo"), r.get("ci_hi"))
+        v = verdicts.absolute(r["ours_mean"], hi, r["paper_mean"], n)
+        why = _untestable_why(r, profile, table) if v == UNTESTABLE else _abs_why(v, r)
         if r.get("outliers"):
             why = (why + "; " if why else "") + f"outlier: {r['outliers']}"
-        rows.append(dict(claim=label(r), table=table, profile=profile,
-                         ours=fmt_interval(r["ours_mean"], r.get("ci_lo"), r.get("ci_hi")) + (
-                             f" (n={int(r['n'])})" if r["n"] else ""),
-                         paper=f"{r['paper_mean']:.3f}", delta="" if _nan(r["diff"]) else f"{r['diff']:+.3f}",
-                         baselines=_baselines(r) if "DRA (ours)" in r else "", verdict=v, why=why,
-                         value=r["ours_mean"], value_lo=r.get("ci_lo"), value_hi=r.get("ci_hi"), n=int(r["n"])))
+        p = r["paper_mean"]
+        rows.append(_row(label(r), table, profile, "absolute", v, why=why, n=n,
+                         ours=fmt_interval(r["ours_mean"], lo, hi) + (f" (n={n})" if n else ""),
+                         paper=fmt_paper(p, r.get("paper_std")), d=r["diff"] if n else math.nan,
+                         lo=lo - p if n > 1 else math.nan, hi=hi - p if n > 1 else math.nan,
+                         baselines=_baselines(r) if "DRA (ours)" in r else "", value=r["ours_mean"],
+                         value_lo=lo, value_hi=hi))
     return rows
 
 
-def _summary_row(df: pd.DataFrame, table: str, profile: str, claim: str) -> dict:
-    """One row for a table of many cells (Tables 5 and 6): the count of each verdict over its cells."""
-    cells = _absolute_rows(df, table, profile, lambda r: "")
-    counts = pd.Series([c["verdict"] for c in cells]).value_counts()
-    tested = [c for c in cells if c["verdict"] != "not testable here"]
-    verdict = ("not testable here" if not tested else
-               "reproduced" if all(c["verdict"] == "reproduced" for c in tested) else "not reproduced")
-    why = "; ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(cells)} cells"
-    if not tested:
-        why = f"no cell run in this profile; `{run_command(profile, GROUPS[table], 'data root')}`"
-    return dict(claim=claim, table=table, profile=profile, ours="", paper="", delta="", baselines="",
-                verdict=verdict, why=why, value=math.nan, value_lo=math.nan, value_hi=math.nan,
-                n=len(tested))
+def _parts_text(parts) -> str:
+    return "; ".join(f"− {name}: {fmt_interval(d, lo, hi, True)} (n={n})" for name, d, lo, hi, n in parts if n)
 
 
-def _relative_row(claim, table, profile, d, lo, hi, n, paper="—", why="") -> dict:
-    v = relative_verdict(lo, hi, n)
-    if v == "not testable here" and not why:
-        why = (f"fewer than 2 paired seeds; `{run_command(profile, GROUPS.get(table, 'table1'))}`" if n
-               else f"no run in this profile; `{run_command(profile, GROUPS.get(table, 'table1'))}`")
-    return dict(claim=claim, table=table, profile=profile, ours=fmt_interval(d, lo, hi, signed=True) + (
-        f" (n={n})" if n else ""), paper=paper, delta="", baselines="", verdict=v, why=why, value=d, value_lo=lo,
-        value_hi=hi, n=n)
+def _combined(claim, table, profile, parts, paper, why_untested, baselines="") -> dict:
+    """Rule 4 over parts ``(name, d, lo, hi, n)`` (each tested by rule 2); the forest plot shows the weakest."""
+    vs = [verdicts.relative(lo, hi, n) for _, _, lo, hi, n in parts]
+    v = combine(vs)
+    tested = [p for p, x in zip(parts, vs) if x != UNTESTABLE]
+    weakest = min(tested, key=lambda p: p[1]) if tested else None   # the smallest mean difference
+    why = why_untested if v == UNTESTABLE else (
+        f"{len(parts) - len(tested)} of {len(parts)} comparisons not run; {why_untested}"
+        if len(tested) < len(parts) else "")
+    return _row(claim, table, profile, "relative", v, ours=_parts_text(parts), paper=paper, why=why,
+                baselines=baselines, n=min(p[4] for p in tested) if tested else 0,
+                **(dict(d=weakest[1], lo=weakest[2], hi=weakest[3]) if weakest else {}))
 
 
 def beats_baselines(df: pd.DataFrame, table: str, profile: str) -> list[dict]:
-    """"DPDL beats DRA and DevNet" in one cell of Table 1/2: both paired differences DPDL - baseline."""
-    rows = []
-    for _, r in df.iterrows():
+    """"DPDL beats DRA and DevNet" in every cell of Table 1/2 the paper prints: DPDL − baseline, paired."""
+    rows, setting = [], "general" if table == "Table 1" else "hard"
+    for _, r in df[df["paper_mean"].notna()].iterrows():
         parts = [(b, r[f"vs {b}"], r[f"vs {b} lo"], r[f"vs {b} hi"], int(r[f"vs {b} n"]))
                  for b in (analysis.METHOD_LABELS[m] for m in tables.CLAIM_BASELINES)]
-        if all(p[4] == 0 for p in parts):
-            continue
-        verdicts = [relative_verdict(lo, hi, n) for _, _, lo, hi, n in parts]
-        ours = "; ".join(f"− {b}: {fmt_interval(d, lo, hi, signed=True)} (n={n})" for b, d, lo, hi, n in parts)
-        rows.append(dict(claim=f"DPDL beats DRA and DevNet: {r['dataset']}, M={r['M']}", table=table, profile=profile,
-                         ours=ours, paper="yes (Tables 1–2)", delta="", baselines=_baselines(r),
-                         verdict=combine(verdicts), why="", value=math.nan, value_lo=math.nan, value_hi=math.nan,
-                         n=min(p[4] for p in parts)))
+        why = _untestable_why(r, profile, table) if not r["n"] else \
+            f"no DRA or DevNet run; `{run_command(profile, GROUPS[table], '', r['key'])}`"
+        rows.append(_combined(f"{table}: DPDL beats DRA and DevNet on {r['dataset']}, {setting}, M={r['M']}", table,
+                              profile, parts, "yes", why, _baselines(r)))
     return rows
 
 
-def ablation_rows(f2: pd.DataFrame, profile: str) -> list[dict]:
-    """Fig. 2: removing DPL (DFL) lowers the AUC: full - variant, paired."""
+def _paper_ranks(table: str) -> dict:
+    """(key, M) -> DPDL's rank among the paper's methods in Table 1 or 2."""
+    from .. import paper
+
+    df = paper.table1() if table == "Table 1" else paper.table2()
+    out = {}
+    for (key, m), g in df.groupby(["key", "n_anomalies"]):
+        out[(key, int(m))] = analysis.rank(dict(zip(g["method"], g["auc_mean"].astype(float)))).get("DPDL")
+    return out
+
+
+def rank_rows(df: pd.DataFrame, table: str, profile: str) -> list[dict]:
+    """Rule 3 on every cell where the paper's own table ranks DPDL first or second."""
+    rows, ranks = [], _paper_ranks(table)
+    setting = "general" if table == "Table 1" else "hard"
+    for _, r in df[df["paper_mean"].notna()].iterrows():
+        pr = ranks.get((r["key"], int(r["M"])))
+        if pr is None or pr > 2:
+            continue
+        run = int(r.get("methods run") or 0)
+        rk = r.get("rank")
+        v = verdicts.rank(rk, run)
+        why = "" if v != UNTESTABLE else (
+            f"{run} method(s) run here; `{run_command(profile, GROUPS[table], str(r.get('status', '')), r['key'])}`")
+        rows.append(_row(f"{table}: DPDL best or second best on {r['dataset']}, {setting}, M={r['M']}", table, profile,
+                         "rank", v, ours=f"rank {int(rk)} of {run}" if v != UNTESTABLE else "",
+                         paper=f"rank {pr} of 7", why=why, baselines=_baselines(r), n=int(r["n"])))
+    return rows
+
+
+def ahl_rows(t1: pd.DataFrame, profile: str) -> list[dict]:
+    """Sec. 5.4: DPDL improves AHL (as reported) by more than 8.3 % at M = 1 on AITEX, ELPV and Mastcam. The
+    paper's own numbers hold it as a relative gain (ELPV: 0.897 / 0.828 − 1 = 8.3 %), so the size is 8.3 % of AHL."""
     rows = []
-    for _, r in f2[f2["variant"] != "full"].iterrows():
-        rows.append(_relative_row(f"Fig. 2: {r['label']} is below the full model ({r['dataset']}, {r['setting']}, "
-                                  f"M=10)", "Fig. 2", profile, -r["diff_full"], -r["diff_full_hi"],
-                                  -r["diff_full_lo"], int(r["n"]), "a clear drop (no number)"))
-    if not rows:
-        rows.append(_relative_row("Fig. 2: removing DPL or DFL lowers the AUC", "Fig. 2", profile, math.nan,
-                                  math.nan, math.nan, 0))
+    for key in AHL_DATASETS:
+        sel = t1[(t1["key"] == key) & (t1["M"] == 1)]
+        if sel.empty or _nan(sel.iloc[0].get("AHL (reported)")):
+            continue
+        r = sel.iloc[0]
+        ahl, n = float(r["AHL (reported)"]), int(r["n"])
+        lo, hi = verdicts.clip_auc(r["ci_lo"], r["ci_hi"])
+        d, dlo, dhi = r["ours_mean"] - ahl, lo - ahl, hi - ahl
+        v = verdicts.relative(dlo, dhi, n, AHL_GAIN * ahl)
+        rows.append(_row(f"Text (Sec. 5.4): DPDL − AHL > 8.3 % of AHL on {r['dataset']}, general, M=1", "Table 1",
+                         profile, "relative", v, ours=fmt_interval(d, dlo, dhi, True) + (f" (n={n})" if n else ""),
+                         paper=f"{r['paper_mean'] - ahl:+.3f} ({r['paper_mean'] / ahl - 1:.1%} of AHL {ahl:.3f})",
+                         d=d - AHL_GAIN * ahl if n else math.nan, lo=dlo - AHL_GAIN * ahl, hi=dhi - AHL_GAIN * ahl,
+                         n=n, why=_untestable_why(r, profile, "Table 1") if v == UNTESTABLE else
+                         f"AHL did not run here: its reported {ahl:.3f} is the reference; Δ = (DPDL − AHL) − 8.3 % of AHL"))
     return rows
 
 
 def heads_rows(t3: pd.DataFrame, profile: str) -> list[dict]:
-    """Table 3: the three heads together beat every subset (full - subset, paired), per dataset and setting."""
+    """Table 3: the three heads together beat every subset ({n,a,r} − subset, paired), per dataset and setting;
+    and the text's "removing M_r hurts most", which Table 3's rows cannot test."""
     rows = []
-    for (setting, ds), g in t3.groupby(["setting", "dataset"], sort=False):
-        subsets = g[(g["heads"] != "{n,a,r}") & (g["n"] > 0)]
+    for (setting, key), g in t3.groupby(["setting", "key"], sort=False):
         full = g[g["heads"] == "{n,a,r}"].iloc[0]
-        if subsets.empty:
-            continue
         parts = [(r["heads"], -r["diff_full"], -r["diff_full_hi"], -r["diff_full_lo"], int(r["n"]))
-                 for _, r in subsets.iterrows()]
-        verdicts = [relative_verdict(lo, hi, n) for _, _, lo, hi, n in parts]
-        paper_gap = [full["paper_mean"] - r["paper_mean"] for _, r in subsets.iterrows()]
-        rows.append(dict(claim=f"Table 3: heads {{n,a,r}} beat every subset ({ds}, {setting}, M=10)", table="Table 3",
-                         profile=profile, ours="; ".join(f"− {h}: {fmt_interval(d, lo, hi, True)}"
-                                                         for h, d, lo, hi, _ in parts) + f" (n={parts[0][4]})",
-                         paper="; ".join(f"{p:+.3f}" for p in paper_gap if not _nan(p)) or "—", delta="",
-                         baselines="", verdict=combine(verdicts), why="", value=math.nan, value_lo=math.nan,
-                         value_hi=math.nan, n=parts[0][4]))
-    if not rows:
-        rows.append(_relative_row("Table 3: heads {n,a,r} beat every subset", "Table 3", profile, math.nan,
-                                  math.nan, math.nan, 0))
+                 for _, r in g[g["heads"] != "{n,a,r}"].iterrows()]
+        gaps = [full["paper_mean"] - r["paper_mean"] for _, r in g[g["heads"] != "{n,a,r}"].iterrows()]
+        why = _untestable_why(full, profile, "Table 3")
+        rows.append(_combined(f"Table 3: heads {{n,a,r}} beat every subset on {full['dataset']}, {setting}, M=10",
+                              "Table 3", profile, parts, "; ".join(f"{p:+.3f}" for p in gaps if not _nan(p)) or "yes",
+                              why))
+    rows.append(_row("Text (Sec. 5.6): removing M_r hurts most", "Table 3", profile, "relative", UNTESTABLE,
+                     paper="yes (no number)",
+                     why="Table 3's four rows all keep M_r, so no printed number tests it; a run without M_r would be "
+                         "`dpdl train --dataset elpv --anomalies 10 --seed 0 --profile cpu --heads n,a --out runs/no_mr`"
+                         ", with no paper value to compare"))
     return rows
 
 
-# Fig. 3's claims: (parameter, what the paper says, the comparisons "a beats b" as functions of the values run)
-FIG3_CLAIMS = {
-    "prototypes": ("too few or too many prototypes C hurt", lambda d, v: [(d, min(v)), (d, max(v))]),
-    "eps": ("a larger ε slowly degrades the AUC", lambda d, v: [(min(v), max(v))]),
-    "kappa": ("κ above 10 can hurt", lambda d, v: [(d, max(v))]),
-    "lam": ("λ = 1 is best on small datasets (0.01 on larger ones)", lambda d, v: [(d, x) for x in v if x != d]),
-}
+def _paper_datasets(group: str, setting: str) -> list[str]:
+    """The datasets the paper's figure covers (the paper profile's group in study.yaml; MVTec AD as one)."""
+    from .plan import load_study
+
+    keys = []
+    for block in load_study()["profiles"]["paper"]["groups"][group]:
+        if setting in block["settings"]:
+            for k in _flat(block["datasets"]):
+                k = "mvtec" if setting == "general" and k.startswith("mvtec_") else k
+                keys.append(k) if k not in keys else None
+    return keys
 
 
-def sensitivity_rows(f3: pd.DataFrame, profile: str) -> list[dict]:
-    """Fig. 3: per parameter and dataset, the paper's statement tested as paired comparisons of the values run."""
-    from ..model import PAPER_DEFAULTS
+def _flat(items) -> list:
+    return [x for i in items for x in (_flat(i) if isinstance(i, list) else [i])]
 
+
+def _pair(ps, key, a, b, col="variant"):
+    p = analysis.paired(analysis.seeds_of(ps, dataset=key, **{col: a}), analysis.seeds_of(ps, dataset=key, **{col: b}))
+    return p["mean"], p["lo"], p["hi"], p["n"]
+
+
+def ablation_rows(f2: pd.DataFrame, profile: str, results_dir=None) -> list[dict]:
+    """Fig. 2: full − w/o DPL and full − w/o DFL (paired) per dataset and setting the paper's figure covers; and
+    Sec. 5.6's "w/o DPL drops most on industrial datasets" (w/o DFL − w/o DPL)."""
+    from .. import paper
+
+    runs = analysis.load_runs(profile, results_dir)
+    runs = runs[(runs["method"] == "dpdl") & (runs["anomalies"] == 10)]
     rows = []
-    for param, (text, pairs) in FIG3_CLAIMS.items():
-        sub = f3[f3["param"] == param]
-        for key, g in sub.groupby("key"):
-            default = float(PAPER_DEFAULTS[param])
-            by_value = {float(r["value"]): r for _, r in g.iterrows()}
-            comps = [(a, b) for a, b in pairs(default, sorted(by_value)) if a != b and a in by_value
-                     and b in by_value]
-            parts = []
-            for a, b in comps:   # a - b from the differences to the paper's value: (a - d) - (b - d)
-                ra, rb = by_value[a], by_value[b]
-                if ra["is_default"] or rb["is_default"]:
-                    other, sign = (rb, 1) if ra["is_default"] else (ra, -1)
-                    d, lo, hi = (-other["diff_full"], -other["diff_full_hi"], -other["diff_full_lo"]) if sign == 1 \
-                        else (other["diff_full"], other["diff_full_lo"], other["diff_full_hi"])
-                    n = int(other["n"])
-                else:
-                    d, lo, hi, n = _pair_from_runs(profile, key, param, a, b)
-                parts.append((a, b, d, lo, hi, n))
-            sym = g["symbol"].iloc[0]
-            ours = "; ".join(f"{sym}={_num(a)} − {sym}={_num(b)}: {fmt_interval(d, lo, hi, True)}"
-                             for a, b, d, lo, hi, _ in parts)
-            verdicts = [relative_verdict(lo, hi, n) for *_, lo, hi, n in parts]
-            rows.append(dict(claim=f"Fig. 3: {text} ({g['dataset'].iloc[0]}, general, M=10)", table="Fig. 3",
-                             profile=profile, ours=ours + (f" (n={parts[0][5]})" if parts else ""),
-                             paper="a trend (no number)", delta="", baselines="", verdict=combine(verdicts),
-                             why="", value=math.nan, value_lo=math.nan, value_hi=math.nan,
-                             n=parts[0][5] if parts else 0))
-    if not rows:
-        rows.append(_relative_row("Fig. 3: C, ε, κ and λ matter as the paper says", "Fig. 3", profile, math.nan,
-                                  math.nan, math.nan, 0))
+    for setting in ("general", "hard"):
+        ps = analysis.per_seed(runs, setting)
+        keys = _paper_datasets("fig2", setting)
+        keys += sorted(set(f2.loc[f2["setting"] == setting, "key"]) - set(keys))
+        for key in keys:
+            name = paper.paper_name(key)
+            cmd = f"no run in this profile; `{run_command('paper', 'fig2', 'data root', key)}` (the paper profile)"
+            comps = [("full", "no_dpl", f"w/o DPL is below the full model"),
+                     ("full", "no_dfl", f"w/o DFL is below the full model")]
+            if key in INDUSTRIAL:
+                comps.append(("no_dfl", "no_dpl", "w/o DPL is below w/o DFL (industrial data)"))
+            for a, b, text in comps:
+                d, lo, hi, n = _pair(ps, key, a, b)
+                v = verdicts.relative(lo, hi, n)
+                rows.append(_row(f"Fig. 2: {text} on {name}, {setting}, M=10", "Fig. 2", profile, "relative", v,
+                                 ours=fmt_interval(d, lo, hi, True) + (f" (n={n})" if n else ""),
+                                 paper="a clear drop (no number)", d=d, lo=lo, hi=hi, n=n,
+                                 why=cmd if v == UNTESTABLE else ""))
     return rows
 
 
@@ -254,8 +280,33 @@ def _num(x: float) -> str:
     return f"{x:.0e}" if 0 < abs(x) < 1e-2 else f"{x:g}"
 
 
-def _pair_from_runs(profile, key, param, a, b):
-    runs = tables._at_paper_defaults(analysis.load_runs(profile), free=(param,))
+def sensitivity_rows(f3: pd.DataFrame, profile: str, results_dir=None) -> list[dict]:
+    """Fig. 3: per parameter and dataset of the paper's figure, its statement as paired comparisons a − b."""
+    from .. import paper
+
+    rows = []
+    for param, (text, pairs) in FIG3_CLAIMS.items():
+        sub = f3[f3["param"] == param]
+        keys = _paper_datasets("fig3", "general")
+        keys += sorted(set(sub["key"]) - set(keys))
+        sym = tables.SWEEP_PARAMS[param]
+        for key in keys:
+            values = sorted(float(v) for v in sub.loc[sub["key"] == key, "value"])
+            comps = [(a, b) for a, b in pairs(key, values) if a != b and a in values and b in values] if values else []
+            parts = [(f"{sym}={_num(a)} − {sym}={_num(b)}", *_pair_from_runs(profile, key, param, a, b, results_dir))
+                     for a, b in comps]
+            why = f"no run in this profile; `{run_command('paper', 'fig3', 'data root', key)}` (the paper profile)"
+            if values and not comps:
+                why = f"the values run ({', '.join(map(_num, values))}) do not include the compared ones"
+            r = _combined(f"Fig. 3: {text} — {paper.paper_name(key)}, general, M=10", "Fig. 3", profile, parts,
+                          "a trend (no number)", why)
+            r["ours"] = "; ".join(f"{name}: {fmt_interval(d, lo, hi, True)} (n={n})" for name, d, lo, hi, n in parts)
+            rows.append(r)
+    return rows
+
+
+def _pair_from_runs(profile, key, param, a, b, results_dir=None):
+    runs = tables._at_paper_defaults(analysis.load_runs(profile, results_dir), free=(param,))
     runs = runs[(runs["dataset"] == key) & (runs["setting"] == "general") & (runs["anomalies"] == 10)]
     sa = runs[runs[param].astype(float).round(12) == round(a, 12)].set_index("seed")["auc"]
     sb = runs[runs[param].astype(float).round(12) == round(b, 12)].set_index("seed")["auc"]
@@ -274,30 +325,18 @@ def checklist(profile: str, results_dir=None, data: dict | None = None) -> pd.Da
                 "table5": tables.table5(profile, results_dir, reasons=reasons),
                 "table6": tables.table6(profile, results_dir, reasons=reasons),
                 "fig2": tables.fig2(profile, results_dir), "fig3": tables.fig3(profile, results_dir)}
-    rows = []
-    rows += _absolute_rows(data["table1"], "Table 1", profile,
-                           lambda r: f"Table 1: DPDL on {r['dataset']}, general, M={r['M']}")
-    rows += _absolute_rows(data["table2"], "Table 2", profile,
-                           lambda r: f"Table 2: DPDL on {r['dataset']}, hard, M={r['M']}")
-    beats = beats_baselines(data["table1"], "Table 1", profile) + beats_baselines(data["table2"], "Table 2", profile)
-    rows += beats or [dict(claim="DPDL beats DRA and DevNet (Tables 1–2)", table="Table 1", profile=profile,
-                           ours="", paper="yes", delta="", baselines="not run here", verdict="not testable here",
-                           why=f"no DevNet or DRA run in this profile; `{run_command(profile, 'table1')}` runs them "
-                               f"(and `--only table2`)", value=math.nan, value_lo=math.nan,
-                           value_hi=math.nan, n=0)]
+    t1, t2 = data["table1"], data["table2"]
+    rows = absolute_rows(t1, "Table 1", profile, lambda r: f"Table 1: DPDL on {r['dataset']}, general, M={r['M']}")
+    rows += absolute_rows(t2, "Table 2", profile, lambda r: f"Table 2: DPDL on {r['dataset']}, hard, M={r['M']}")
+    rows += beats_baselines(t1, "Table 1", profile) + beats_baselines(t2, "Table 2", profile)
+    rows += rank_rows(t1, "Table 1", profile) + rank_rows(t2, "Table 2", profile)
+    rows += ahl_rows(t1, profile)
     rows += heads_rows(data["table3"], profile)
-    rows.append(_summary_row(data["table5"][data["table5"]["key"] != "mvtec"], "Table 5", profile,
-                             "Table 5: DPDL per MVTec AD subset, general"))
-    rows.append(_summary_row(data["table6"], "Table 6", profile, "Table 6: DPDL per known class, hard"))
-    rows += ablation_rows(data["fig2"], profile)
-    rows += sensitivity_rows(data["fig3"], profile)
+    t5 = data["table5"]
+    rows += absolute_rows(t5[t5["key"] != "mvtec"], "Table 5", profile,
+                          lambda r: f"Table 5: DPDL on MVTec AD {r['dataset']}, general, M={r['M']}")
+    rows += absolute_rows(data["table6"], "Table 6", profile,
+                          lambda r: f"Table 6: DPDL on {r['dataset']} / {r['known_class']}, hard, M={r['M']}")
+    rows += ablation_rows(data["fig2"], profile, results_dir)
+    rows += sensitivity_rows(data["fig3"], profile, results_dir)
     return pd.DataFrame(rows)
-
-
-def headline(check: pd.DataFrame, profile: str) -> str:
-    """One sentence: how many claims hold, in this profile."""
-    counts = check["verdict"].value_counts()
-    tested = len(check) - int(counts.get("not testable here", 0))
-    parts = [f"{int(counts.get(v, 0))} {v}" for v in VERDICTS if counts.get(v, 0)]
-    return (f"With the {profile} profile, {tested} of the paper's {len(check)} claims listed below could be tested "
-            f"here: " + ", ".join(parts) + ".")

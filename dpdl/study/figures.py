@@ -31,11 +31,21 @@ def _save(fig, save):
     return fig
 
 
-def _err(d: pd.DataFrame):
-    """Half-width of the 95 % interval over seeds (0 where there is none)."""
-    if "ci_hi" in d:
-        return (d["ci_hi"] - d["ours_mean"]).fillna(0.0)
-    return d["ours_std"].fillna(0.0)
+def _xerr(d: pd.DataFrame):
+    """Asymmetric error bars from the (clipped) interval ``ci_lo``/``ci_hi`` (0 where there is none)."""
+    return np.vstack([(d["ours_mean"] - d["ci_lo"]).fillna(0.0).clip(lower=0),
+                      (d["ci_hi"] - d["ours_mean"]).fillna(0.0).clip(lower=0)])
+
+
+def _legend_outside(fig, axes, ncol: int = 4):
+    """One legend for the figure, below the panels (never over data): the unique labels of ``axes``."""
+    seen = {}
+    for ax in np.ravel(axes):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(ncol, len(seen)),
+                   fontsize=8, frameon=False)
 
 
 def _empty(ax, text="no runs of this kind here yet"):
@@ -48,13 +58,13 @@ def ours_vs_paper(df: pd.DataFrame, title: str, *, label_col: str = "dataset", c
     """Dot-and-error-bar plot per row: ours (mean ± std, blue) and the paper's DPDL value (black ×), one panel
     per M. Rows not run here are listed on the axis without a blue dot."""
     ms = sorted(df["M"].unique(), reverse=True) if len(df) else [10]
-    fig, axes = plt.subplots(1, len(ms), figsize=(5.2 * len(ms), 0.35 * max(4, len(df) / len(ms)) + 1.5),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(ms), figsize=(5.2 * len(ms), 0.35 * max(4, len(df) / len(ms)) + 2.0),
+                             squeeze=False, sharey=True, layout="constrained")
     for ax, m in zip(axes[0], ms):
         d = df[df["M"] == m].reset_index(drop=True)
         y = np.arange(len(d))[::-1]
         run = d["n"] > 0
-        ax.errorbar(d.loc[run, "ours_mean"], y[run.values], xerr=_err(d)[run], fmt="o",
+        ax.errorbar(d.loc[run, "ours_mean"], y[run.values], xerr=_xerr(d[run]), fmt="o",
                     color=PALETTE["ours"], label="ours (mean, 95 % interval over seeds)", capsize=3)
         has_p = d["paper_mean"].notna()
         ax.scatter(d.loc[has_p, "paper_mean"], y[has_p.values], marker="x", s=50, color=PALETTE["paper"],
@@ -65,15 +75,14 @@ def ours_vs_paper(df: pd.DataFrame, title: str, *, label_col: str = "dataset", c
         ax.set_title(f"M = {m} seen anomalies")
         ax.grid(axis="x", alpha=0.3)
         ax.set_xlim(min(0.45, np.nanmin(np.r_[d["ours_mean"].values, d["paper_mean"].values, [1.0]]) - 0.02), 1.01)
-    axes[0][0].legend(loc="lower left", fontsize=8)
+    _legend_outside(fig, axes)
     _title(fig, title, caption)
-    fig.tight_layout()
     return _save(fig, save)
 
 
 def heads_ablation(df: pd.DataFrame, *, caption: str = "", save=None):
     """Table 3 as a figure: AUC per heads subset, one panel per setting, one line per dataset run here."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=False)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharey=False, layout="constrained")
     order = ["{r}", "{n,r}", "{a,r}", "{n,a,r}"]
     for ax, setting in zip(axes, ("general", "hard")):
         d = df[(df["setting"] == setting)]
@@ -83,7 +92,7 @@ def heads_ablation(df: pd.DataFrame, *, caption: str = "", save=None):
             x = np.arange(len(order))
             color = f"C{i}"
             if (g["n"] > 0).any():
-                ax.errorbar(x, g["ours_mean"], yerr=_err(g), marker="o", color=color, capsize=3,
+                ax.errorbar(x, g["ours_mean"], yerr=_xerr(g), marker="o", color=color, capsize=3,
                             label=f"{g['dataset'].dropna().iloc[0]} (ours)")
                 any_line = True
             if g["paper_mean"].notna().any():
@@ -96,39 +105,35 @@ def heads_ablation(df: pd.DataFrame, *, caption: str = "", save=None):
         ax.set_ylabel("image AUC-ROC")
         ax.set_title(f"{setting} setting, M = 10")
         ax.grid(alpha=0.3)
-        if any_line:
-            ax.legend(fontsize=7)
+        if not any_line:
+            _empty(ax)
+    _legend_outside(fig, axes)
     _title(fig, "Table 3 — heads ablation", caption)
-    fig.tight_layout()
     return _save(fig, save)
 
 
 def ablation(df: pd.DataFrame, *, caption: str = "", save=None):
-    """Fig. 2: full DPDL, w/o DPL, w/o DFL per dataset (bars, mean ± std over seeds), general and hard."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    """Fig. 2: full DPDL, w/o DPL, w/o DFL per dataset (points with 95 % intervals, not bars), general and hard."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
     labels = [("full", "DPDL"), ("no_dpl", "w/o DPL"), ("no_dfl", "w/o DFL")]
     for ax, setting in zip(axes, ("general", "hard")):
         d = df[df["setting"] == setting]
+        ax.set_title(f"{setting} setting, M = 10")
         if d.empty or (d["n"] == 0).all():
             _empty(ax)
-            ax.set_title(f"{setting} setting, M = 10")
             continue
         keys = list(dict.fromkeys(d["key"]))
-        width = 0.8 / len(labels)
         for j, (var, lab) in enumerate(labels):
             g = d[d["variant"] == var].set_index("key").reindex(keys)
-            x = np.arange(len(keys)) + (j - 1) * width
-            ax.bar(x, g["ours_mean"], width, yerr=_err(g), capsize=3, label=lab, color=PALETTE[var])
+            x = np.arange(len(keys)) + (j - 1) * 0.2
+            ax.errorbar(x, g["ours_mean"], yerr=_xerr(g), fmt="o", capsize=3, label=lab, color=PALETTE[var])
         ax.set_xticks(np.arange(len(keys)))
         ax.set_xticklabels([d.loc[d["key"] == k, "dataset"].iloc[0] for k in keys])
-        lo = np.nanmin(d["ours_mean"] - _err(d))
-        ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+        ax.set_xlim(-0.6, len(keys) - 0.4)
         ax.set_ylabel("image AUC-ROC (mean, 95 % interval)")
-        ax.set_title(f"{setting} setting, M = 10")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+    _legend_outside(fig, axes)
     _title(fig, "Fig. 2 — ablation of DPL and DFL", caption)
-    fig.tight_layout()
     return _save(fig, save)
 
 
@@ -139,16 +144,18 @@ def sensitivity(df: pd.DataFrame, *, caption: str = "", save=None):
     params = [(p, label, logx, PAPER_DEFAULTS[p]) for p, label, logx in (
         ("prototypes", "C (prototypes)", False), ("eps", "ε (bridge noise)", True),
         ("kappa", "κ (DFL tightness)", True), ("lam", "λ (loss weight)", True))]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
-    for ax, (param, label, logx, default) in zip(axes, params):
+    fig, axes = plt.subplots(2, 2, figsize=(9, 7), layout="constrained")
+    for ax, (param, label, logx, default) in zip(axes.ravel(), params):
         d = df[df["param"] == param]
         if d.empty:
             _empty(ax)
         for i, (key, g) in enumerate(d.groupby("key")):
             g = g.sort_values("value")
-            ax.errorbar(g["value"], g["ours_mean"], yerr=_err(g), marker="o", capsize=3, color=f"C{i}",
+            ax.errorbar(g["value"], g["ours_mean"], yerr=_xerr(g), marker="o", capsize=3, color=f"C{i}",
                         label=g["dataset"].iloc[0])
-        ax.axvline(default, color="black", linestyle="--", linewidth=1, label="paper's value")
+        ax.axvline(default, color="black", linestyle="--", linewidth=1, label="the runs' default (PAPER_DEFAULTS)")
+        if param == "lam":   # Sec. 5.7: 0.01 best on the seven larger datasets, 1 on BrainMRI and HeadCT
+            ax.axvline(0.01, color="grey", linestyle=":", linewidth=1, label="λ best per Sec. 5.7 (larger datasets)")
         if logx:
             ax.set_xscale("log")
         if param == "prototypes":
@@ -158,9 +165,8 @@ def sensitivity(df: pd.DataFrame, *, caption: str = "", save=None):
         ax.set_xlabel(label)
         ax.set_ylabel("image AUC-ROC")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _legend_outside(fig, axes)
     _title(fig, "Fig. 3 — parameter sensitivity (general setting, M = 10)", caption)
-    fig.tight_layout()
     return _save(fig, save)
 
 
@@ -180,6 +186,101 @@ def score_histogram(run_dir, *, save=None):
     ax.set_ylabel("test images")
     ax.legend()
     fig.tight_layout()
+    return _save(fig, save)
+
+
+VERDICT_COLORS = {"reproduced": "#1a7f37", "inconclusive": "#6f42c1", "not reproduced": "#b35900",
+                  "reversed": "#cf222e"}
+
+
+def forest(check: pd.DataFrame, *, save=None):
+    """Every claim tested: its signed difference ``d`` (ours − paper, or claimed better − claimed worse) with the
+    95 % interval [d_lo, d_hi], coloured by verdict; 0 is the line of no difference."""
+    c = check[check["d"].notna()].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(9, 0.24 * max(len(c), 4) + 1.6), layout="constrained")
+    y = np.arange(len(c))[::-1]
+    for verdict, color in VERDICT_COLORS.items():
+        sel = (c["verdict"] == verdict).to_numpy()
+        if sel.any():
+            lo = (c.loc[sel, "d"] - c.loc[sel, "d_lo"]).fillna(0.0).clip(lower=0)
+            hi = (c.loc[sel, "d_hi"] - c.loc[sel, "d"]).fillna(0.0).clip(lower=0)
+            ax.errorbar(c.loc[sel, "d"], y[sel], xerr=np.vstack([lo, hi]), fmt="o", color=color, capsize=2,
+                        markersize=4, label=verdict)
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(y)
+    ax.set_yticklabels([textwrap.shorten(t, 70, placeholder="…") for t in c["claim"]], fontsize=7)
+    ax.set_xlabel("difference in AUC: ours − paper, or claimed better − claimed worse (95 % interval)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_ylim(-0.8, len(c) - 0.2)
+    _legend_outside(fig, [ax])
+    return _save(fig, save)
+
+
+def per_cell(ps: pd.DataFrame, paper_values: dict, title: str, *, save=None):
+    """One panel per cell (dataset, M) of Tables 1–2: every method run here, its per-seed AUCs (dots) and mean
+    with 95 % interval (bar), and the paper's DPDL value (black ×). ``ps``: :func:`analysis.per_seed` rows;
+    ``paper_values``: (dataset key, M) -> the paper's DPDL mean."""
+    from .analysis import METHOD_LABELS, interval
+
+    cells = sorted(ps.groupby(["dataset", "anomalies"]).groups, key=lambda k: (k[0], -k[1]))
+    if not cells:
+        return None
+    cols = min(4, len(cells))
+    rows = -(-len(cells) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows + 0.8), squeeze=False, layout="constrained")
+    methods = [m for m in METHOD_LABELS if m in set(ps["method"])]
+    for ax, (key, m) in zip(axes.ravel(), cells):
+        g = ps[(ps["dataset"] == key) & (ps["anomalies"] == m)]
+        for i, meth in enumerate(methods):
+            v = g.loc[g["method"] == meth, "auc"].to_numpy(float)
+            if not len(v):
+                continue
+            st = interval(v)
+            ax.scatter(np.full(len(v), i) + np.linspace(-0.12, 0.12, len(v)), v, s=10, color=f"C{i}", alpha=0.6)
+            lo, hi = [max(0.0, st["lo"]), min(1.0, st["hi"])] if st["n"] > 1 else [st["mean"]] * 2
+            ax.errorbar([i + 0.3], [st["mean"]], yerr=[[st["mean"] - lo], [hi - st["mean"]]], fmt="s", color=f"C{i}",
+                        capsize=3, markersize=4, label=f"{METHOD_LABELS[meth]} (ours: seeds, mean, 95 % interval)")
+        pv = paper_values.get((key, m))
+        if pv is not None and not math.isnan(pv):
+            ax.scatter([0.45], [pv], marker="x", color="black", s=40, zorder=3, label="paper's DPDL")
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels([METHOD_LABELS[x] for x in methods], fontsize=7)
+        ax.set_title(f"{key}, M={m}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes.ravel()[len(cells):]:
+        ax.set_axis_off()
+    _legend_outside(fig, axes, ncol=3)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, save)
+
+
+def training_curves(runs: pd.DataFrame, *, save=None):
+    """The loss terms each record holds (``losses``: one value per epoch), mean over the runs given, one panel per
+    term, one line per variant; the band spans the runs' min to max."""
+    curves = {}
+    for _, r in runs.iterrows():
+        for term, vals in ((r["record"] or {}).get("losses") or {}).items():
+            if isinstance(vals, list) and vals:
+                curves.setdefault(term, {}).setdefault(r["variant"], []).append(np.asarray(vals, float))
+    if not curves:
+        return None
+    terms = sorted(curves)
+    cols = min(3, len(terms))
+    rows = -(-len(terms) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows + 0.8), squeeze=False, layout="constrained")
+    for ax, term in zip(axes.ravel(), terms):
+        for i, (variant, arrs) in enumerate(sorted(curves[term].items())):
+            k = min(len(a) for a in arrs)
+            a = np.vstack([x[:k] for x in arrs])
+            x = np.arange(1, k + 1)
+            ax.plot(x, a.mean(0), color=f"C{i}", label=f"{variant} ({len(arrs)} runs)")
+            ax.fill_between(x, a.min(0), a.max(0), color=f"C{i}", alpha=0.15)
+        ax.set_title(term, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(terms):]:
+        ax.set_axis_off()
+    _legend_outside(fig, axes, ncol=3)
     return _save(fig, save)
 
 
@@ -206,6 +307,9 @@ def write_figures(profile: str, results_dir=None, data=None) -> list[Path]:
         "fig2_ablation.png": lambda p: ablation(data["fig2"], caption=cap, save=p),
         "fig3_sensitivity.png": lambda p: sensitivity(data["fig3"], caption=cap, save=p),
     }
+    if "claims" in data and data["claims"]["d"].notna().any():
+        jobs["claims_forest.png"] = lambda p: forest(data["claims"][data["claims"]["verdict"] != "not testable here"],
+                                                     save=p)
     for name, draw in jobs.items():
         fig = draw(out / name)
         plt.close(fig)

@@ -4,7 +4,8 @@ Every function takes ``profile`` and ``results_dir`` and reads the records throu
 :func:`dpdl.study.analysis.load_runs` (only finished runs count); the per-seed and per-cell rules are those of
 :mod:`dpdl.study.analysis`. Columns of a cell row:
 
-* ``ours_mean`` / ``ours_std`` / ``n`` / ``ci_lo`` / ``ci_hi``: DPDL (full) over seeds, with its 95 % t-interval;
+* ``ours_mean`` / ``ours_std`` / ``n`` / ``ci_lo`` / ``ci_hi``: DPDL (full) over seeds, with its 95 % t-interval
+  clipped to [0, 1] (an AUC);
 * ``paper_mean`` / ``paper_std``: DPDL's value as printed; ``diff`` = ours - paper;
 * ``<Method> (reported)``: the baselines' numbers the paper copied from DRA/AHL (not ours);
 * Tables 1–2 only: ``DevNet (ours)``, ``DRA (ours)``, ``kNN (ours)``: the baselines run here in the same profile,
@@ -29,6 +30,7 @@ from ..config import PROFILES
 from . import analysis
 from .analysis import default_results_dir, interval, per_seed
 from .plan import BASELINES, load_study
+from .verdicts import clip_auc
 
 TABLE_FILES = {
     "table1": "table1_general.csv", "table2": "table2_hard.csv", "table3": "table3_heads.csv",
@@ -110,7 +112,8 @@ def _row(name, key, m, stats: dict, pv, extra=None, reason=None, outliers=""):
     row = {"dataset": name, "key": key, "M": int(m)}
     row.update(extra or {})
     n = stats["n"]
-    row.update(ours_mean=stats["mean"], ours_std=stats["sd"], n=n, ci_lo=stats["lo"], ci_hi=stats["hi"],
+    lo, hi = clip_auc(stats["lo"], stats["hi"])
+    row.update(ours_mean=stats["mean"], ours_std=stats["sd"], n=n, ci_lo=lo, ci_hi=hi,
                paper_mean=pv[0] if pv else math.nan, paper_std=pv[1] if pv else math.nan)
     row["diff"] = stats["mean"] - row["paper_mean"] if n and pv else math.nan
     row["outliers"] = outliers
@@ -326,8 +329,8 @@ def fig2(profile: str, results_dir=None) -> pd.DataFrame:
             for var, label in (("full", "DPDL"), ("no_dpl", "w/o DPL"), ("no_dfl", "w/o DFL")):
                 st = interval(ps.loc[(ps["dataset"] == key) & (ps["variant"] == var), "auc"])
                 rows.append(dict(dataset=paper.paper_name(key), key=key, setting=setting, variant=var, label=label,
-                                 ours_mean=st["mean"], ours_std=st["sd"], n=st["n"], ci_lo=st["lo"], ci_hi=st["hi"],
-                                 **_vs_full(ps, key, var)))
+                                 ours_mean=st["mean"], ours_std=st["sd"], n=st["n"],
+                                 **dict(zip(("ci_lo", "ci_hi"), clip_auc(st["lo"], st["hi"]))), **_vs_full(ps, key, var)))
     return pd.DataFrame(rows, columns=["dataset", "key", "setting", "variant", "label", "ours_mean", "ours_std", "n",
                                        "ci_lo", "ci_hi", "diff_full", "diff_full_lo", "diff_full_hi"])
 
@@ -353,7 +356,8 @@ def fig3(profile: str, results_dir=None) -> pd.DataFrame:
                 p = analysis.paired(g.set_index("seed")["auc"], base) if not is_default else interval([])
                 rows.append(dict(param=param, symbol=sym, value=float(value), is_default=is_default,
                                  dataset=paper.paper_name(key), key=key, ours_mean=st["mean"], ours_std=st["sd"],
-                                 n=st["n"], ci_lo=st["lo"], ci_hi=st["hi"], diff_full=p["mean"],
+                                 n=st["n"], **dict(zip(("ci_lo", "ci_hi"), clip_auc(st["lo"], st["hi"]))),
+                                 diff_full=p["mean"],
                                  diff_full_lo=p["lo"], diff_full_hi=p["hi"]))
     return pd.DataFrame(rows, columns=["param", "symbol", "value", "is_default", "dataset", "key", "ours_mean",
                                        "ours_std", "n", "ci_lo", "ci_hi", "diff_full", "diff_full_lo",
@@ -424,12 +428,12 @@ def write_tables(profile: str, results_dir=None, data_root=None, *, figures: boo
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     data = build_all(profile, results_dir, data_root)
+    data["claims"] = checklist(profile, results_dir, data)
     if figures:
         import matplotlib
         matplotlib.use("Agg")
         from .figures import write_figures
         paths += write_figures(profile, results_dir, data)
-    data["claims"] = checklist(profile, results_dir, data)
     for name, df in data.items():
         p = out / TABLE_FILES[name]
         tmp = p.with_suffix(".csv.tmp")

@@ -1,0 +1,95 @@
+"""The study's answer in three lines, computed from the claims checklist, the run records and the benchmark files
+(no number typed by hand): what reproduces, against which same-profile baselines, at which fidelity.
+
+:func:`answer` returns the three lines (Markdown); the first page prints them above everything else.
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from . import analysis, tables, verdicts
+
+
+def what_reproduces(check: pd.DataFrame, profile: str) -> str:
+    """Line 1: how many of the claims tested here are reproduced (and which), and the other verdicts."""
+    counts = check["verdict"].value_counts()
+    tested = check[check["verdict"] != verdicts.UNTESTABLE]
+    rep = tested[tested["verdict"] == verdicts.REPRODUCED]
+    others = ", ".join(f"{int(counts[v])} {v}" for v in verdicts.VERDICTS[1:4] if counts.get(v, 0))
+    untested = int(counts.get(verdicts.UNTESTABLE, 0))
+    if not len(tested):
+        return f"**No claim of the paper could be tested with the {profile} profile** ({untested} listed below)."
+    head = (f"**No claim of the paper is reproduced** by the {profile} profile" if rep.empty else
+            f"**{len(rep)} of the {len(tested)} claims tested are reproduced** by the {profile} profile")
+    named = "" if rep.empty or len(rep) > 3 else " (" + "; ".join(rep["claim"]) + ")"
+    return (f"{head}{named}: of {len(tested)} claims tested, {others or 'none other'}; {untested} more are not "
+            f"testable here (no data or no run).")
+
+
+def versus_baselines(data: dict, profile: str) -> str:
+    """Line 2: DPDL against the baselines run here, same profile, splits and seeds (Tables 1–2 cells)."""
+    cells = pd.concat([data["table1"], data["table2"]], ignore_index=True)
+    cells = cells[cells["n"] > 0]
+    parts = []
+    for m in tables.CLAIM_BASELINES:
+        b = analysis.METHOD_LABELS[m]
+        c = cells[cells.get(f"vs {b} n", pd.Series(0, index=cells.index)) > 0]
+        if c.empty:
+            continue
+        d = c[f"vs {b}"]
+        above = int((c[f"vs {b} lo"] > 0).sum())
+        parts.append(f"DPDL − {b} is {d.min():+.3f} to {d.max():+.3f} over {len(c)} cells (above 0 in {above or 'none'})"
+                     .replace("-", "−"))
+    knn = "kNN (ours)"
+    if knn in cells and cells[knn].notna().any():
+        c = cells[cells[knn].notna()]
+        parts.append(f"kNN on the same features has the higher mean in {int((c[knn] > c['ours_mean']).sum())} "
+                     f"of {len(c)} cells")
+    if not parts:
+        return f"No baseline ran in the {profile} profile: DPDL is compared with the paper's numbers only."
+    return (f"**Against the baselines run here** (same {profile} profile, splits and seeds, paired): " + "; ".join(parts)
+            + ".")
+
+
+def _benchmark_choices(results_dir=None) -> tuple[int, list[str]]:
+    """The cpu profile's choice benchmarks (``results/benchmarks/elpv_cpu_*.json``) and the cells they scored."""
+    files = sorted((analysis.default_results_dir(results_dir) / "benchmarks").glob("elpv_cpu_*.json"))
+    cells = []
+    for f in files:
+        try:
+            for c in (json.loads(f.read_text()).get("cells") or {}):
+                cells.append(c) if c not in cells else None
+        except (OSError, ValueError):
+            continue
+    return len(files), cells
+
+
+def fidelity(profile: str, results_dir=None) -> str:
+    """Line 3: the profile's fidelity, whether the paper profile ran, and on which data the profile was chosen."""
+    from ..config import PROFILES
+
+    p, pp = PROFILES.get(profile), PROFILES["paper"]
+    if p is None or profile == "paper":
+        fid = f"the {profile} profile"
+    else:
+        fid = (f"reduced, the {profile} profile: {'frozen' if not p.finetune_backbone else 'fine-tuned'} {p.backbone} at "
+               f"{p.image_size} px, {p.epochs}×{p.iters_per_epoch} iterations (the paper: {pp.backbone} fine-tuned at "
+               f"{pp.image_size} px, {pp.epochs}×{pp.iters_per_epoch})")
+    paper = analysis.load_runs("paper", results_dir)
+    gpu = "has not run on a GPU here (no run record of it)" if paper.empty else f"ran {len(paper)} runs here"
+    text = f"**Fidelity**: {fid}; the paper profile {gpu}."
+    if profile == "cpu":
+        n, cells = _benchmark_choices(results_dir)
+        if n:
+            text += (f" The cpu profile's settings were chosen on ELPV's test cells ({len(cells)} cells, {n} benchmark "
+                     "files `results/benchmarks/elpv_cpu_*.json`), not on a validation split "
+                     "([Deviations](../deviations.md)).")
+    return text
+
+
+def answer(check: pd.DataFrame, data: dict, profile: str, results_dir=None) -> list[str]:
+    """The three lines of the first page."""
+    return [what_reproduces(check, profile), versus_baselines(data, profile), fidelity(profile, results_dir)]
+

@@ -85,3 +85,11 @@ def profile_name(name: str, option: str = "--profile") -> str:
     if name not in PROFILES:
         raise ValueError(f"{option} {name!r} is unknown: expected one of {', '.join(PROFILES)}")
     return name
+
+
+def cache_folder() -> Path:
+    """The feature cache (``$DPDL_CACHE``, else ``<repo>/results/cache``) once it is known that it can be written:
+    checked before any run starts, so a bad cache is one sentence instead of a failed record per run."""
+    from .paths import cache_dir
+    option = "$DPDL_CACHE" if os.environ.get("DPDL_CACHE") else "the feature cache"
+    return output_dir(cache_dir(), option)

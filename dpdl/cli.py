@@ -45,11 +45,27 @@ def _sentence(exc: BaseException) -> str:
     return str(exc.args[0]) if exc.args else type(exc).__name__
 
 
+PATH_OPTIONS = ("out", "results_dir", "data_root", "model", "folder", "weights", "study", "images")
+
+
+def expand_user_paths(args: argparse.Namespace) -> None:
+    """``~`` and ``~user`` expanded in every path option, once, where they are read: the checks and the writes
+    then see the same folder (never a folder literally named ``~`` in the current one)."""
+    import os
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, os.path.expanduser(value))
+        elif isinstance(value, list):
+            setattr(args, name, [os.path.expanduser(v) if isinstance(v, str) else v for v in value])
+
+
 def main(argv: list[str] | None = None) -> int:
     from .paths import set_tool_config_env
     set_tool_config_env()  # matplotlib's and IPython's folders in the cache, also for every kernel started
     parser = build_parser()
     args = parser.parse_args(argv)
+    expand_user_paths(args)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

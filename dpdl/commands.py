@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from .backbones import list_backbones
 from .checks import int_at_least
@@ -87,7 +88,11 @@ def cmd_train(args) -> int:
                     run_id=args.run_id, weights=args.weights, overrides=overrides, overwrite=args.overwrite)
     rec = run(cfg, progress=not args.quiet)
     if rec["status"] != "ok":
-        print(f"dpdl train: run failed: {rec['error']} (record: {args.out}/run.json)", file=sys.stderr)
+        from .records import holds_finished_run
+        kept = holds_finished_run(Path(args.out).expanduser())
+        where = (f"the finished run in {args.out} is kept; this attempt's record: {args.out}/run.failed.json"
+                 if kept else f"record: {args.out}/run.json")
+        print(f"dpdl train: run failed: {rec['error']} ({where})", file=sys.stderr)
         return 1
     m, t = rec["metrics"], rec["timings"]
     print(f"{rec['run_id']} ({rec['method']}): AUC {m['auc']:.4f}  AUC-PR {m['ap']:.4f}  "

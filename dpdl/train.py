@@ -8,8 +8,11 @@ its run record, for every method of :mod:`dpdl.methods` (DPDL, DevNet, DRA, kNN)
   disk cache, dpdl.features; a small adapter and the method train on top) and **image mode** (``paper``: the
   backbone fine-tuned end to end at 448 px, images through a DataLoader, pseudo anomalies made on the fly).
 * ``run(RunConfig(...))`` returns the run record (schema: dpdl.records) and, with ``out`` set, writes
-  ``out/run.json`` (atomically), ``out/model.pt`` (:meth:`Net.save`; scored by ``dpdl score``) and
-  ``out/scores.json``. A non-finite loss stops the run: status ``"failed"``, an error naming the step and term.
+  ``out/run.json``, ``out/model.pt`` (:meth:`Net.save`; scored by ``dpdl score``) and ``out/scores.json``, all
+  three only once the run has finished (:func:`dpdl.records.write_run_files`: an old run in ``out`` stays until
+  then). A non-finite loss stops the run: status ``"failed"``, an error naming the step and term; its record never
+  replaces a finished one (it goes to ``out/run.failed.json`` then). Bad input found mid-run (an unreadable image)
+  is a ValueError and writes nothing.
 
 The loop reads loss values once per epoch (no host synchronisation per step): a non-finite term is found at the
 epoch's end, and the error still names its first step and term.
@@ -39,7 +42,8 @@ from .methods import METHODS, check_options, method_class
 from .modes import embed_all, evaluate, prepare_features, seed_everything, setup_features, setup_images  # noqa: F401
 from .model import PAPER_DEFAULTS
 from .net import Net
-from .records import SCHEMA_VERSION, atomic_write_json, code_version, utc_now
+from .records import (SCHEMA_VERSION, atomic_write_json, code_version, holds_finished_run, utc_now,
+                      write_run_files)
 
 HEAD_NAMES = ("n", "a", "r")
 DEFAULTS = PAPER_DEFAULTS  # the paper's C, eps, kappa, lam, heads: defined once, in dpdl.model
@@ -195,8 +199,9 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
         value = float(getattr(cfg, name))
         if not (value > 0 if strict else value >= 0) or not math.isfinite(value):
             raise ValueError(f"{name} (--{name}) must be a finite number {'>' if strict else '>='} 0, got {value}")
-    from .checks import data_root, output_dir
+    from .checks import cache_folder, data_root, output_dir
     data_root(cfg.data_root)
+    cache_folder()
     if cfg.out:
         output_dir(cfg.out, "--out")
     if profile.batch_size < 3:
@@ -214,7 +219,7 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
     if profile.feature_cache and profile.finetune_backbone:
         raise ValueError("a profile cannot both fine-tune the backbone and cache its features")
     if cfg.out and not cfg.overwrite:
-        p = Path(cfg.out) / "run.json"
+        p = Path(cfg.out).expanduser() / "run.json"
         if p.exists():
             try:
                 from .records import read_record
@@ -372,7 +377,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     run_id = cfg.run_id or default_run_id(cfg, backbone)
     record = _base_record(cfg, profile, backbone, run_id)
     record["method_options"] = method_options(cfg, profile)
-    out = Path(cfg.out) if cfg.out else None
+    out = Path(cfg.out).expanduser() if cfg.out else None
     split = _split(cfg)
     record["split"] = {"fingerprint": split.fingerprint, **split.counts(),
                        "test_anomaly_classes": list(split.test_anomaly_classes),
@@ -381,7 +386,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     torch.use_deterministic_algorithms(True, warn_only=True)
     if profile.threads:
         torch.set_num_threads(profile.threads)
-    timings, train = {}, None
+    timings, train, writers = {}, None, {}
     try:
         net, setup, labels, scores, timings, train = _train_and_test(cfg, profile, backbone, split, device, progress)
         record.update(setup.extra)
@@ -390,24 +395,26 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         record["metrics"] = roc_metrics(labels, scores)
         record["status"] = "ok"
         if out is not None:
-            net.save(out / "model.pt", {"method": cfg.method, "method_options": record["method_options"],
-                                        "config": cfg.to_dict(), "profile": profile.to_dict(),
-                                        "backbone": setup.extra.get("backbone_info"), "weights": cfg.weights,
-                                        "feature_shape": list(feature_shape(backbone, profile.feature_layers,
-                                                                            profile.image_size, profile.map_size)),
-                                        "adapter_dim": net.adapter.dim})
+            meta = {"method": cfg.method, "method_options": record["method_options"], "config": cfg.to_dict(),
+                    "profile": profile.to_dict(), "backbone": setup.extra.get("backbone_info"),
+                    "weights": cfg.weights, "adapter_dim": net.adapter.dim,
+                    "feature_shape": list(feature_shape(backbone, profile.feature_layers, profile.image_size,
+                                                        profile.map_size))}
             test = split.test_normal + split.test_anomaly
-            atomic_write_json(out / "scores.json", {"keys": [s.key for s in test], "labels": labels.tolist(),
-                                                    "classes": [s.cls for s in test],
-                                                    "scores": [float(v) for v in scores]})
+            score_blob = {"keys": [s.key for s in test], "labels": labels.tolist(), "classes": [s.cls for s in test],
+                          "scores": [float(v) for v in scores]}
+            writers = {"model.pt": lambda path: net.save(path, meta),
+                       "scores.json": lambda path: atomic_write_json(path, score_blob)}
     except NonFiniteLossError as exc:
         record["status"], record["error"] = "failed", str(exc)
-    except Exception as exc:  # a bug or a broken file mid-run: leave a failed record behind, then raise
+    except (ValueError, OSError):  # bad input found mid-run (an unreadable image, a bad option): nothing written
+        raise
+    except Exception as exc:  # a bug mid-run: leave a failed record behind (never over a finished one), then raise
         record["status"], record["error"] = "failed", f"{type(exc).__name__}: {exc}"
         if out is not None:
             record["timings"] = {"total_s": round(time.perf_counter() - t_start, 4)}
             record["host"] = host_info(device)
-            atomic_write_json(out / "run.json", _jsonable(record))
+            write_failed_record(out, record)
         raise
     finally:
         torch.use_deterministic_algorithms(det_was)
@@ -419,9 +426,19 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     record["timings"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()}
     record["host"] = host_info(device)
     record["host"]["threads"] = profile.threads or threads_was
-    if out is not None:
-        atomic_write_json(out / "run.json", _jsonable(record))
+    if out is not None and record["status"] == "ok":
+        write_run_files(out, {**writers, "run.json": lambda path: atomic_write_json(path, _jsonable(record))})
+    elif out is not None:
+        write_failed_record(out, record)
     return record
+
+
+def write_failed_record(out: Path, record: dict) -> Path:
+    """Write a failed run's record: ``out/run.json``, unless ``out`` holds a finished run, which is kept (the
+    failed attempt's record then goes to ``out/run.failed.json``). Returns the path written."""
+    path = out / ("run.failed.json" if holds_finished_run(out) else "run.json")
+    atomic_write_json(path, _jsonable(record))
+    return path
 
 
 def _jsonable(obj):

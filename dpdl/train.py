@@ -201,9 +201,9 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
             raise ValueError(f"{name} (--{name}) must be a finite number {'>' if strict else '>='} 0, got {value}")
     from .checks import cache_folder, data_root, output_dir
     data_root(cfg.data_root)
-    cache_folder()
     if cfg.out:
         output_dir(cfg.out, "--out")
+    cache_folder()
     if profile.batch_size < 3:
         raise ValueError(f"batch size must be >= 3, got {profile.batch_size}")
     from .model import BINARY_LOSSES

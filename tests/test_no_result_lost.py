@@ -173,14 +173,15 @@ def test_foreign_and_malformed_records_stay_out_of_the_tables_and_status_shows_t
 
     plan = _records(tmp_path)
     base = tmp_path / "runs" / "smoke"
-    atomic_write_json(base / "my_run" / "run.json", _ok_record("my_run"))                 # trained by hand
+    atomic_write_json(base / "my_run" / "run.json", _ok_record("x", config={"out": "my_run"}))  # by hand
+    atomic_write_json(base / "my_id" / "run.json", _ok_record("my_id", config={"out": "my_id"}))  # --run-id
     atomic_write_json(base / "as_list" / "run.json", [1, 2, 3])                           # a JSON list
     bad = _ok_record("bad_m", study={"groups": ["fig3"]}, anomalies=[1, 2])
     atomic_write_json(base / "bad_m" / "run.json", bad)                                   # a list where an int goes
     ids = set(load_runs("smoke", tmp_path)["run_id"])
     assert ids == {s.run_id for s in plan.runs}
     st = study_status(plan, tmp_path)
-    assert set(st["foreign"]) == {"my_run", "as_list", "bad_m"}
+    assert set(st["foreign"]) == {"my_run", "my_id", "as_list", "bad_m"}
 
 
 def test_lost_or_stale_tables_are_found(tmp_path):

@@ -81,10 +81,13 @@ def _row(rec: dict, path: Path, study: dict) -> dict:
 
 
 def is_study_record(rec, path) -> bool:
-    """A record the study's sweep wrote (``dpdl.study.runner`` adds its ``study`` field) in the folder of its run
-    id; anything else found under ``runs/<profile>/`` is foreign and stays out of the tables."""
-    return (isinstance(rec, dict) and isinstance(rec.get("study"), dict)
-            and rec.get("run_id") == Path(path).parent.name)
+    """A record in the folder of its own run id that, when ``dpdl train --out`` wrote it (``config.out`` set), the
+    study's sweep finished (``dpdl.study.runner`` adds its ``study`` field). Anything else found under
+    ``runs/<profile>/`` (e.g. ``dpdl train --out results/runs/<profile>/my_run``) is foreign: not in the tables."""
+    if not isinstance(rec, dict) or rec.get("run_id") != Path(path).parent.name:
+        return False
+    cfg = rec.get("config")
+    return isinstance(rec.get("study"), dict) or not (isinstance(cfg, dict) and cfg.get("out"))
 
 
 def load_runs(profile: str, results_dir=None, *, include_failed: bool = False) -> pd.DataFrame:

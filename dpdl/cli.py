@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         # Library code raises these with one clear sentence for bad input.
         print(f"dpdl {args.command}: error: {_sentence(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:   # Ctrl-C, or SIGTERM where a command turns it into Stopped (signum)
         print(f"dpdl {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", 2))
 
 
 if __name__ == "__main__":  # pragma: no cover

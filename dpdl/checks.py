@@ -93,3 +93,16 @@ def cache_folder() -> Path:
     from .paths import cache_dir
     option = "$DPDL_CACHE" if os.environ.get("DPDL_CACHE") else "the feature cache"
     return output_dir(cache_dir(), option)
+
+
+def check_weight_file(backbone: str, path, option: str = "--weights") -> None:
+    """``path`` loads into backbone ``backbone`` (a readable state dict with its keys and shapes), else one
+    ValueError naming ``option`` and the file."""
+    from .backbones import build_backbone
+    try:
+        build_backbone(backbone, "last", weights=path, pretrained=True)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        text = str(exc.args[0] if exc.args else exc).splitlines()[0]
+        if isinstance(exc, RuntimeError):   # load_state_dict's key or shape mismatch: thousands of characters
+            text = f"its tensors do not fit backbone {backbone} ({text.rstrip(':. ')[:120]})"
+        raise ValueError(f"{option} {path}: {text}") from None

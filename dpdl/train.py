@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 from .backbones import check_backbone, feature_shape, parse_layers, weights_path
+from .checks import check_weight_file
 from .config import Profile, get_profile
 from .methods import METHODS, check_options, method_class
 from .modes import embed_all, evaluate, prepare_features, seed_everything, setup_features, setup_images  # noqa: F401
@@ -46,6 +47,8 @@ from .records import (SCHEMA_VERSION, atomic_write_json, code_version, holds_fin
                       write_run_files)
 
 HEAD_NAMES = ("n", "a", "r")
+PROTOTYPES_MAX = 4096    # --prototypes: the paper uses C = 32; more than this is a typo, not a study
+IMAGE_SIZE_MAX = 2048    # --set image_size: the paper trains at 448 px; larger would not fit a GPU's memory
 DEFAULTS = PAPER_DEFAULTS  # the paper's C, eps, kappa, lam, heads: defined once, in dpdl.model
 
 
@@ -153,7 +156,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available on this machine")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"profile field device {name!r} (--set device) is not a device: expected auto, cpu, cuda "
+                         "or cuda:N") from None
 
 
 def roc_metrics(labels, scores) -> dict:
@@ -178,6 +185,8 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
     backbone = cfg.backbone or profile.backbone
     check_backbone(backbone)
     weights_path(backbone, cfg.weights)  # missing weights: one clear FileNotFoundError before any work
+    if cfg.weights:                      # a weight file that cannot be read or fits no backbone: before any work
+        check_weight_file(backbone, cfg.weights)
     parse_layers(profile.feature_layers)
     parse_heads(cfg.heads)
     if cfg.method not in METHODS:
@@ -191,10 +200,16 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
         raise ValueError(f"unknown setting {cfg.setting!r}: expected 'general' or 'hard'")
     if cfg.setting == "hard" and not cfg.known_class:
         raise ValueError("the hard setting needs --known-class (the one anomaly class seen in training)")
-    for name, low in (("anomalies", 0), ("seed", 0), ("prototypes", 1)):
+    for name, low, high in (("anomalies", 0, None), ("seed", 0, 2**32 - 1), ("prototypes", 1, PROTOTYPES_MAX)):
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} (--{name}) must be an integer >= {low}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} (--{name}) must be an integer, got {value!r}")
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"{name} (--{name}) must be between {low} and {high}, got {value}" if high is not None
+                             else f"{name} (--{name}) must be >= {low}, got {value}")
+    if not 8 <= profile.image_size <= IMAGE_SIZE_MAX:
+        raise ValueError(f"profile field image_size (--set image_size) must be between 8 and {IMAGE_SIZE_MAX} "
+                         f"pixels, got {profile.image_size}")
     for name, strict in (("eps", True), ("kappa", True), ("lam", False)):  # bridge noise, DFL concentration, weight
         value = float(getattr(cfg, name))
         if not (value > 0 if strict else value >= 0) or not math.isfinite(value):

@@ -56,15 +56,16 @@ def input_file(path: str | os.PathLike, option: str) -> Path:
     return p
 
 
-def int_at_least(low: int):
-    """An ``argparse`` ``type=``: an integer >= ``low``."""
+def int_at_least(low: int, high: int | None = None):
+    """An ``argparse`` ``type=``: an integer >= ``low`` (and <= ``high``) written in ASCII digits (``int()`` alone
+    would also take ``1_0`` and other scripts' digits)."""
+    import re
+
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        value = int(text) if re.fullmatch(r"\s*[+-]?[0-9]+\s*", text) else None
+        if value is None or value < low or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"expected an integer {span} (digits 0-9), got {text!r}")
         return value
     parse.__name__ = f"integer >= {low}"
     return parse

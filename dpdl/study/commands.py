@@ -152,15 +152,22 @@ def cmd_run(args) -> int:
             print(f"{s.run_id}\t{','.join(s.groups)}")
         print(f"{len(plan.runs)} runs")
         return 0
+    from .runner import run_state
+
+    def done() -> int:
+        return sum(run_state(s, args.profile, args.results_dir)[0] == "done" for s in plan.runs)
+
+    done_before = done()
     try:
         res = run_specs(plan.runs, args.profile, args.results_dir, executor=args.executor, scheduler=args.scheduler,
                         workers=args.workers, data_root=root, retry_failed=args.retry_failed,
                         progress=not args.no_progress, plot=args.plots, jobs=args.jobs,
                         rerun_outdated=args.rerun_outdated, wait=args.wait, batch=args.batch)
-    except Stopped as stop:
-        ok = sum(r["status"] == "ok" for r in stop.results)
+    except Stopped as stop:          # counted on disk: a batch stopped midway may have finished some of its runs
+        now = done()
         print(f"stopped by {signal.Signals(stop.signum).name}: the runs in flight were stopped and removed; "
-              f"{ok} run(s) finished by this sweep are kept; the same command resumes", file=sys.stderr)
+              f"{max(now - done_before, 0)} run(s) finished by this sweep are kept ({now} of {len(plan.runs)} "
+              "done); the same command resumes", file=sys.stderr)
         return 128 + stop.signum
     print(f"ran {res['ran']} run(s): {res['ok']} ok, {res['failed_now']} failed; "
           f"{res['done_before']} were done before, {res['failed_before']} failed before")

@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sentence(exc: BaseException) -> str:
     """The one sentence of a bad-input exception (an OSError as ``file: reason``, not its errno)."""
+    if isinstance(exc, UnicodeError) and isinstance(getattr(exc, "object", None), str):
+        where = exc.object[max(0, exc.start - 80):exc.end + 20]
+        name = where.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        return (f"a file name is not valid UTF-8 (near {name!r}): expected UTF-8 file names; rename that file "
+                "(e.g. with convmv)")
+    if isinstance(exc, UnicodeError):
+        return f"a file name or text is not valid UTF-8 ({exc.reason}): expected UTF-8"
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc.args[0]) if exc.args else type(exc).__name__

@@ -35,6 +35,8 @@ def world(tmp_path_factory):
     for name, data in bad.items():
         shutil.copytree(good, root / name)
         (root / name / victim).write_bytes(data)
+    shutil.copytree(good, root / "nonutf8")
+    os.rename(root / "nonutf8" / victim, os.fsencode(root / "nonutf8" / victim.parent) + b"/x\xff.png")
     shutil.copytree(good, root / "bomb")
     Image.new("L", (20000, 20000)).save(root / "bomb.png")            # 4e8 pixels: PIL's decompression bomb
     shutil.copy(root / "bomb.png", root / "bomb" / victim)
@@ -58,6 +60,7 @@ CASES = [
     ("truncated-image", train("truncated"), "truncated"),
     ("random-bytes-image", train("random"), "random"),
     ("decompression-bomb", train("bomb"), "bomb"),
+    ("non-utf8-file-name", train("nonutf8"), "UTF-8"),
     ("opt-chunk-0", train("good", "--method", "knn", "--opt", "chunk=0"), "--opt"),
     ("device-nonsense", train("good", "--set", "device=nonsense"), "--set device"),
     ("prototypes-1e12", train("good", "--prototypes", "1000000000000"), "--prototypes"),

@@ -219,6 +219,8 @@ BAD_STUDIES = {
         "fig3": [{"datasets": ["synthetic"], "anomalies": [-3]}]}}}},
     "unknown-group": {"profiles": {"smoke": {"groups": {"table9": [{"datasets": ["synthetic"]}]}}}},
     "groups-a-list": {"profiles": {"smoke": {"groups": ["fig3"]}}},
+    "sweep-not-numbers": {"profiles": {"smoke": {"groups": {"fig3": [{"datasets": ["synthetic"],
+                                                                      "sweep": {"eps": ["abc"]}}]}}}},
 }
 
 

@@ -62,6 +62,13 @@ def check_study(study, source: str = "--study") -> dict:
                 for key, kind in (("variants", list), ("sweep", dict)):
                     if key in block and not isinstance(block[key], kind):
                         raise ValueError(f"{where}: {key} {block[key]!r}: expected a {kind.__name__}")
+                for key, values in (block.get("sweep") or {}).items():
+                    numeric = key != "heads"
+                    if not (isinstance(values, list) and values and all(
+                            (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0) if numeric
+                            else isinstance(v, str) for v in values)):
+                        raise ValueError(f"{where}: sweep {key} {values!r}: expected a list of "
+                                         f"{'numbers >= 0' if numeric else 'head lists such as n,a,r'}")
     return study
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dpdl.paths import REPO_ROOT
+from test_sweep_signals import stop_with
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")]
 
@@ -72,10 +73,7 @@ def test_a_signal_stops_the_book_build_leaving_no_process(sig, tmp_path):
         assert any("ipykernel" in cmdline(p) for p in seen), "no kernel started"
         time.sleep(0.5)
         seen |= descendants(proc.pid)
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
-        took = time.monotonic() - t0
+        err, took = stop_with(proc, sig, 30)
     finally:
         proc.kill()
     assert took < 5, f"the build ended {took:.1f} s after {sig.name}"

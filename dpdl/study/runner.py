@@ -6,7 +6,8 @@ run is written atomically. :func:`execute_batch` executes the notebook into
 ``results/runs/<profile>/<run_id>/``; a sweep killed at any moment (even ``kill -9``) loses at most the runs in
 flight, never shows a half-written run folder, and the next sweep cleans the stale ``.tmp`` folders and runs only
 what is missing. A run that fails keeps its executed notebook (with the traceback) and a ``run.json`` with
-``status: "failed"`` and the error's sentence; failed runs are retried only with ``retry_failed``.
+``status: "failed"`` and the error's sentence; failed runs are retried only with ``retry_failed``. A rerun that
+fails (``rerun_outdated``) never replaces a finished run: its record goes beside it as ``run.failed.json``.
 
 One sweep at a time per results folder (:mod:`dpdl.study.lock`). Ctrl-C or SIGTERM stop a sweep within seconds:
 the runs in flight are stopped (their processes and kernels killed, their ``.tmp`` folders removed), the finished

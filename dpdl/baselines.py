@@ -62,8 +62,10 @@ class KNNConfig:
     chunk: int = 4096        # query patches per distance block
 
     def __post_init__(self):
-        if not (isinstance(self.memory, int) and self.memory >= 1):
-            raise ValueError(f"memory must be an integer >= 1, got {self.memory!r}")
+        for name in ("memory", "chunk"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class PlainHead(nn.Module):

@@ -29,6 +29,49 @@ def load_study(path: str | Path | None = None) -> dict:
         return yaml.safe_load(fh)
 
 
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_study(study, source: str = "--study") -> dict:
+    """``study`` when every group of every profile is a list of blocks (mappings) with ``datasets`` and well-formed
+    ``seeds`` (n >= 1 or a list of integers >= 0), ``anomalies`` (integers >= 0), ``settings`` (general, hard) and
+    ``variants``/``sweep``; else a ValueError naming ``source``, the profile, the group and the field."""
+    for prof, body in (study.get("profiles") or {}).items():
+        groups = body.get("groups") if isinstance(body, dict) else None
+        if not isinstance(groups, dict):
+            raise ValueError(f"{source}: profile {prof!r} has no mapping 'groups': expected group: [blocks]")
+        for group, blocks in groups.items():
+            where = f"{source}: profile {prof!r}, group {group!r}"
+            if group not in GROUPS:
+                raise ValueError(f"{where} is unknown: expected some of {', '.join(GROUPS)}")
+            for block in blocks if isinstance(blocks, list) else [blocks]:
+                if not isinstance(block, dict) or "datasets" not in block:
+                    raise ValueError(f"{where}: a block is {block!r}: expected a mapping with 'datasets'")
+                seeds = block.get("seeds", 5)
+                if not ((_count(seeds) and seeds >= 1) or (isinstance(seeds, list) and seeds
+                                                           and all(_count(x) and x >= 0 for x in seeds))):
+                    raise ValueError(f"{where}: seeds {seeds!r}: expected an integer >= 1 or a list of integers "
+                                     ">= 0")
+                m = block.get("anomalies", [10])
+                if not (isinstance(m, list) and m and all(_count(x) and x >= 0 for x in m)):
+                    raise ValueError(f"{where}: anomalies {m!r}: expected a list of integers >= 0")
+                st = block.get("settings", ["general"])
+                if not (isinstance(st, list) and st and all(x in ("general", "hard") for x in st)):
+                    raise ValueError(f"{where}: settings {st!r}: expected a list of general, hard")
+                for key, kind in (("variants", list), ("sweep", dict)):
+                    if key in block and not isinstance(block[key], kind):
+                        raise ValueError(f"{where}: {key} {block[key]!r}: expected a {kind.__name__}")
+                for key, values in (block.get("sweep") or {}).items():
+                    numeric = key != "heads"
+                    if not (isinstance(values, list) and values and all(
+                            (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0) if numeric
+                            else isinstance(v, str) for v in values)):
+                        raise ValueError(f"{where}: sweep {key} {values!r}: expected a list of "
+                                         f"{'numbers >= 0' if numeric else 'head lists such as n,a,r'}")
+    return study
+
+
 def profiles(study: dict | None = None) -> list[str]:
     return list((study or load_study())["profiles"])
 
@@ -269,7 +312,7 @@ def expand(profile: str, *, datasets: Iterable[str] | None = None, only: Iterabl
         for block in (blocks if isinstance(blocks, list) else [blocks]):
             block_seeds = _seeds(block.get("seeds", 5))
             if seeds is not None:
-                block_seeds = block_seeds[: int(seeds)] if int(seeds) <= len(block_seeds) else list(range(int(seeds)))
+                block_seeds = block_seeds[: int(seeds)]          # at most: never more seeds than the study's
             variants = _variants(block, study)
             for ds in _flatten(block["datasets"]):
                 if keep_ds is not None and ds not in keep_ds:

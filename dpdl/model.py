@@ -26,10 +26,17 @@ Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each
   initialisation (Eq. 15) and the residual (then the potential is bounded: ‖x̂‖ = 1).
 * ``dpl_loss``: ``"printed"`` Eqs. (16)–(17) as printed (LightSB's KL with µ_c as target samples; ×``dpl_scale``);
   ``"margin"`` L^n = mean d(x̂ⁿ), L^a = mean max(0, m + d̄ⁿ − d(x̂ᵃ)) with d = −2ε log φ1 + const
-  (:func:`dpdl.bridge.dpl_margin_losses`).  Both are multiplied by ``dpl_weight``.
+  (:func:`dpdl.bridge.dpl_margin_losses`); ``"bridge"`` DPL as a learnt Schrödinger bridge (LightSB): its own
+  potential θ_ψp (``DPDLModel.potential``, a Gaussian mixture separate from the prototypes, VQ-initialised like them)
+  fitted by :func:`dpdl.bridge.sb_loss` from the normal features (source, detached) to samples of the prototype
+  mixture (target, detached), ×ε; plus the margin losses on the transported features ψ_p(x) = E_plan[y|x]
+  (:func:`dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes, the transported anomalies
+  kept a margin beyond them (the "transport margin", bounded, in place of the printed L^a).  All are multiplied by
+  ``dpl_weight``.
 * ``residual``: ``"plan"`` (ψ_p(x) − µ_{c*})/σ_{c*} with ψ_p the plan's endpoint (collapses to x when c* is the
   plan's component); ``"nearest"`` (x̃ − µ_{c*})/σ_{c*}, c* = argmax_c N(x̃; µ_c, εσ_c), the residual against the
-  nearest prototype (x̃ = x̂ rescaled by ‖x‖ when ``bridge_input="unit"``).
+  nearest prototype (x̃ = x̂ rescaled by ‖x‖ when ``bridge_input="unit"``); ``"bridge"`` (ψ_p(x) − µ_{c*})/σ_{c*}
+  with ψ_p(x) the learnt plan's mean (only with ``dpl_loss="bridge"``).
 * ``log_sigma_bound`` b > 0: σ = exp(b tanh(θ_σ/b)) ∈ [e^−b, e^b] (0: unbounded).
 * ``prototype_decay``: False exempts µ, log σ and α from the optimiser's weight decay
   (:meth:`DPDLModel.no_decay_parameters`).
@@ -66,7 +73,7 @@ def paper_lam(dataset: str | None) -> float:
 
 
 READINGS = {"alpha_param": ("softmax", "eps_scaled"), "bridge_input": ("raw", "unit"),
-            "dpl_loss": ("printed", "margin"), "residual": ("plan", "nearest")}
+            "dpl_loss": ("printed", "margin", "bridge"), "residual": ("plan", "nearest", "bridge")}
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,9 @@ class DPDLConfig:
         for name, allowed in READINGS.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if (self.dpl_loss == "bridge") != (self.residual == "bridge"):
+            raise ValueError(f"dpl_loss 'bridge' and residual 'bridge' go together (the learnt bridge ψ_p feeds M_r), "
+                             f"got dpl_loss={self.dpl_loss!r}, residual={self.residual!r}")
         for name in ("dpl_margin", "dpl_weight", "log_sigma_bound"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -178,8 +188,14 @@ class DPDLModel(nn.Module):
         self.head_a = TopKHead(in_channels, cfg.topk_ratio) if "a" in cfg.heads else None
         self.head_n = NormalHead(in_channels, cfg.normal_hidden) if "n" in cfg.heads else None
         self.head_r = TopKHead(in_channels, cfg.topk_ratio) if "r" in cfg.heads else None
+        self.potential = None                  # θ_ψp of Eq. (23): the bridge reading's own Gaussian-mixture potential
+        if cfg.dpl_loss == "bridge":
+            self.potential = MultiGaussianPrototypes(cfg.prototypes, self.D, log_sigma_bound=cfg.log_sigma_bound,
+                                                     alpha_temperature=self.prototypes.alpha_temperature)
         if not cfg.use_dpl:
             self.prototypes.requires_grad_(False)
+            if self.potential is not None:
+                self.potential.requires_grad_(False)
 
     # ---------------------------------------------------------------- prototypes
     @torch.no_grad()
@@ -189,6 +205,8 @@ class DPDLModel(nn.Module):
         cb = vq_codebook(self.to_bridge(normal_feats.flatten(1).float()), self.cfg.prototypes, iters=self.cfg.vq_iters,
                          generator=generator)
         self.prototypes.init_from_codebook(cb, alpha=self.cfg.alpha_init)
+        if self.potential is not None:
+            self.potential.init_from_codebook(cb, alpha=self.cfg.alpha_init)
         return cb
 
     def _proto_params(self):
@@ -202,8 +220,16 @@ class DPDLModel(nn.Module):
         return F.normalize(flat, dim=1, eps=1e-12) if self.cfg.bridge_input == "unit" else flat
 
     def no_decay_parameters(self) -> list:
-        """Parameters the optimiser should not weight-decay: the prototypes when ``prototype_decay`` is False."""
-        return [] if self.cfg.prototype_decay else list(self.prototypes.parameters())
+        """Parameters the optimiser should not weight-decay: the prototypes (and the bridge's potential) when
+        ``prototype_decay`` is False."""
+        if self.cfg.prototype_decay:
+            return []
+        return list(self.prototypes.parameters()) + (list(self.potential.parameters()) if self.potential else [])
+
+    def transport(self, xb: Tensor) -> Tensor:
+        """ψ_p(x̂) (B, D): the mean of the learnt plan of Eq. (13) under θ_ψp (reading ``dpl_loss="bridge"``)."""
+        pl, pm, ps = self.potential.params()
+        return bridge.plan_mean(xb, pl, pm, ps, self.cfg.eps)
 
     def _require_init(self):
         if getattr(self, "_init_seen", False):   # checked once: reading the CUDA buffer is a host sync
@@ -226,10 +252,11 @@ class DPDLModel(nn.Module):
         la, mu, sigma = self._proto_params()
         flat = x.flatten(1)
         xb = self.to_bridge(flat)
-        if self.cfg.residual == "nearest":
+        if self.cfg.residual in ("nearest", "bridge"):
+            y = self.transport(xb) if self.cfg.residual == "bridge" else xb
             with torch.no_grad():
-                c_star = bridge._component_log_density(xb, mu, sigma, self.cfg.eps).argmax(dim=1)
-            r, c_plan = (xb - mu[c_star]) / sigma[c_star], c_star
+                c_star = bridge._component_log_density(y, mu, sigma, self.cfg.eps).argmax(dim=1)
+            r, c_plan = (y - mu[c_star]) / sigma[c_star], c_star
         else:
             r, c_plan, c_star = prototype_residual(xb, la, mu, sigma, self.cfg.eps, sample=sample, generator=generator)
         if self.cfg.bridge_input == "unit":       # back to the feature's scale, so M_r sees inputs like M_a's
@@ -308,6 +335,9 @@ class DPDLModel(nn.Module):
             if cfg.dpl_loss == "margin":
                 scale = cfg.dpl_weight
                 ln, la_ = bridge.dpl_margin_losses(xb[normal], xb[anomal], la, mu, sigma, cfg.eps, cfg.dpl_margin)
+            elif cfg.dpl_loss == "bridge":
+                scale = cfg.dpl_weight
+                ln, la_ = self._bridge_losses(xb[normal], xb[anomal], la, mu, sigma)
             else:
                 per_dim = cfg.eps / (1.0 if cfg.bridge_input == "unit" else self.D)
                 scale = cfg.dpl_weight * (per_dim if cfg.dpl_scale == "per_dim" else 1.0)
@@ -321,5 +351,23 @@ class DPDLModel(nn.Module):
             total = total + (cfg.lam * v if name == "dfl" else v)
         terms["total"] = total                                          # Eq. (23)
         return terms
+
+    def _bridge_losses(self, xn: Tensor, xa: Tensor, la: Tensor, mu: Tensor, sigma: Tensor):
+        """Reading ``dpl_loss="bridge"`` of Eqs. (16)–(17): (L^n, L^a), a term None without its rows.
+
+        L^n = ε·sb_loss(θ_ψp; x̂ⁿ detached → y ~ P_MGP detached) + mean d(ψ_p(x̂ⁿ)): the bridge is fitted from the
+        normal features to the prototype mixture (a fixed target per step), and the transported normals draw the
+        prototypes (and the features) together.  L^a = mean max(0, m + d̄ⁿ − d(ψ_p(x̂ᵃ))), the transport margin.
+        """
+        cfg, pl, pm, ps = self.cfg, *self.potential.params()
+        psi_n = psi_a = None
+        if len(xn):
+            y = bridge.sample_potential(len(xn), la, mu, sigma, cfg.eps)              # target samples, detached
+            sb = cfg.eps * bridge.sb_loss(xn.detach(), y, pl, pm, ps, cfg.eps)
+            psi_n = bridge.plan_mean(xn, pl, pm, ps, cfg.eps)
+        if len(xa):
+            psi_a = bridge.plan_mean(xa, pl, pm, ps, cfg.eps)
+        ln, la_ = bridge.dpl_margin_losses(psi_n, psi_a, la, mu, sigma, cfg.eps, cfg.dpl_margin)
+        return (sb + ln if ln is not None else None), la_
 
     check_finite = staticmethod(check_finite)

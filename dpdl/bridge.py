@@ -97,7 +97,6 @@ __all__ = [
     "soft_distance",
     "dpl_margin_losses",
     "plan_mean",
-    "sample_potential",
     "sb_loss",
 ]
 
@@ -329,15 +328,4 @@ def plan_mean(x: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: floa
     """
     w = plan_weights(x, log_alpha, mu, sigma, eps)
     return w @ mu + (w @ sigma) * x
-
-
-def sample_potential(n: int, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float,
-                     generator: torch.Generator | None = None) -> Tensor:
-    """n samples of the mixture φ1 = Σ_c α_c N(µ_c, ε diag σ_c) of Eq. (8), detached: (n, D)."""
-    with torch.no_grad():
-        gdev = mu.device if generator is None else generator.device
-        c = torch.multinomial(torch.exp(_log_weights(log_alpha.double())).to(gdev), n, replacement=True,
-                              generator=generator).to(mu.device)
-        z = torch.randn((n, mu.shape[1]), generator=generator, dtype=mu.dtype, device=gdev).to(mu.device)
-        return mu[c] + torch.sqrt(eps * sigma[c]) * z
 

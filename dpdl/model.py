@@ -28,8 +28,8 @@ Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each
   ``"margin"`` L^n = mean d(x̂ⁿ), L^a = mean max(0, m + d̄ⁿ − d(x̂ᵃ)) with d = −2ε log φ1 + const
   (:func:`dpdl.bridge.dpl_margin_losses`); ``"bridge"`` DPL as a learnt Schrödinger bridge (LightSB): its own
   potential θ_ψp (``DPDLModel.potential``, a Gaussian mixture separate from the prototypes, VQ-initialised like them)
-  fitted by :func:`dpdl.bridge.sb_loss` from the normal features (source, detached) to samples of the prototype
-  mixture (target, detached), ×ε; plus the margin losses on the transported features ψ_p(x) = E_plan[y|x]
+  fitted by :func:`dpdl.bridge.sb_loss` from the normal features (source, detached) to the prototype means
+  (target samples as Eq. 16 prints them, detached), ×ε; plus the margin losses on the transported features ψ_p(x) = E_plan[y|x]
   (:func:`dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes, the transported anomalies
   kept a margin beyond them (the "transport margin", bounded, in place of the printed L^a).  All are multiplied by
   ``dpl_weight``.
@@ -355,15 +355,16 @@ class DPDLModel(nn.Module):
     def _bridge_losses(self, xn: Tensor, xa: Tensor, la: Tensor, mu: Tensor, sigma: Tensor):
         """Reading ``dpl_loss="bridge"`` of Eqs. (16)–(17): (L^n, L^a), a term None without its rows.
 
-        L^n = ε·sb_loss(θ_ψp; x̂ⁿ detached → y ~ P_MGP detached) + mean d(ψ_p(x̂ⁿ)): the bridge is fitted from the
-        normal features to the prototype mixture (a fixed target per step), and the transported normals draw the
-        prototypes (and the features) together.  L^a = mean max(0, m + d̄ⁿ − d(ψ_p(x̂ᵃ))), the transport margin.
+        L^n = ε·sb_loss(θ_ψp; x̂ⁿ detached → µ_c detached) + mean d(ψ_p(x̂ⁿ)): Eq. (16)'s LightSB objective with the
+        bridge's own potential θ_ψp and the prototype means as the (fixed) target samples, as Eq. (16) prints them (a
+        sample of N(µ_c, εσ_c) would lie far off the unit sphere: its noise has ‖·‖² ≈ εD ≈ 6 at D = 6272, against
+        ‖µ_c‖² ≤ 1); then the transported normals draw the prototypes (and the features) together.
+        L^a = mean max(0, m + d̄ⁿ − d(ψ_p(x̂ᵃ))), the transport margin (bounded, in place of the printed L^a).
         """
         cfg, pl, pm, ps = self.cfg, *self.potential.params()
-        psi_n = psi_a = None
+        sb = psi_n = psi_a = None
         if len(xn):
-            y = bridge.sample_potential(len(xn), la, mu, sigma, cfg.eps)              # target samples, detached
-            sb = cfg.eps * bridge.sb_loss(xn.detach(), y, pl, pm, ps, cfg.eps)
+            sb = cfg.eps * bridge.sb_loss(xn.detach(), mu.detach(), pl, pm, ps, cfg.eps)
             psi_n = bridge.plan_mean(xn, pl, pm, ps, cfg.eps)
         if len(xa):
             psi_a = bridge.plan_mean(xa, pl, pm, ps, cfg.eps)

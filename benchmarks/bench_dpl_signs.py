@@ -3,9 +3,10 @@
 On one batch of ELPV training features (general, M = 10, cpu profile, the reduced training split of the validation
 protocol; no test image), at initialisation (one training step) and after training (the code's default reading, the
 paper's λ), for each DPL loss L this script takes the descent direction -∇L of
-  * every normal feature x̂ⁿ, against "towards its nearest prototype" µ_{c*} − x̂ⁿ (c* = argmax_c N(x̂; µ_c, εσ_c));
+  * every normal feature xⁿ, against "towards its nearest prototype" µ_{c*} − x̂ⁿ (c* = argmax_c N(x̂; µ_c, εσ_c);
+    on the unit sphere's tangent plane, see directions());
   * every prototype mean µ_c, against "towards the normals it owns" mean(x̂ⁿ : c* = c) − µ_c;
-  * every seen anomaly x̂ᵃ, against "towards its nearest prototype" µ_{c*} − x̂ᵃ;
+  * every seen anomaly xᵃ, against "towards its nearest prototype" µ_{c*} − x̂ᵃ;
 and reports the mean cosine and the share of rows moved towards (cosine > 0). The paper's text asks the normals and
 the prototypes to come together (cosine > 0) and the anomalies to be pushed away (cosine < 0).
 
@@ -31,10 +32,16 @@ def cos(a, b):
 
 
 def directions(dpdl_model, x, y, reading, term, n_normal=64):
-    """{"normals"|"prototypes"|"anomalies": (mean cosine, share towards, rows)} of -∇ of one DPL term."""
-    xb_all = dpdl_model.to_bridge(x.flatten(1)).detach()
-    xn = xb_all[y < 0.5][:n_normal].clone().requires_grad_()
-    xa = xb_all[y >= 0.5].clone().requires_grad_()
+    """{"normals"|"prototypes"|"anomalies": (mean cosine, share towards, rows)} of -∇ of one DPL term.
+
+    The features' gradient is taken with respect to the adapter's output x (before the unit normalisation of the
+    bridge's input), and "towards" is projected onto the sphere's tangent plane at x̂ (the radial part of a move
+    does not change x̂): cos(-∇_x L, P⊥(µ_{c*} − x̂)), P⊥ = I − x̂x̂ᵀ.
+    """
+    flat = x.flatten(1).detach()
+    fn = flat[y < 0.5][:n_normal].clone().requires_grad_()
+    fa = flat[y >= 0.5].clone().requires_grad_()
+    xn, xa = dpdl_model.to_bridge(fn), dpdl_model.to_bridge(fa)
     la, mu, sigma = (p.detach() for p in dpdl_model.prototypes.params())
     mu = mu.clone().requires_grad_()
     eps = dpdl_model.cfg.eps
@@ -43,11 +50,16 @@ def directions(dpdl_model, x, y, reading, term, n_normal=64):
     else:
         ln, l_a = bridge.dpl_margin_losses(xn, xa, la, mu, sigma, eps, dpdl_model.cfg.dpl_margin)
     (ln if term == "n" else l_a).backward()
+    unit = dpdl_model.cfg.bridge_input == "unit"
+
+    def tangent(t, xh):
+        return t - (t * xh).sum(1, keepdim=True) * xh if unit else t
     with torch.no_grad():
+        xn, xa = xn.detach(), xa.detach()
         cn = bridge._component_log_density(xn, mu, sigma, eps).argmax(1)
         ca = bridge._component_log_density(xa, mu, sigma, eps).argmax(1)
         out = {}
-        rows = {"normals": (xn.grad, mu[cn] - xn), "anomalies": (xa.grad, mu[ca] - xa)}
+        rows = {"normals": (fn.grad, tangent(mu[cn] - xn, xn)), "anomalies": (fa.grad, tangent(mu[ca] - xa, xa))}
         owned = [c for c in cn.unique().tolist()]
         rows["prototypes"] = (mu.grad[owned], torch.stack([xn[cn == c].mean(0) for c in owned]) - mu[owned])
         for name, (g, towards) in rows.items():

@@ -14,17 +14,17 @@ from dpdl.model import DPDLConfig, DPDLModel
 
 BRIDGE = dict(alpha_param="eps_scaled", bridge_input="unit", dpl_loss="bridge", residual="bridge",
               log_sigma_bound=3.0, prototype_decay=False)
-CF, HW = 8, (4, 4)
 
 
-def feats(n, seed, shift=0.0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.relu(torch.randn(n, CF, *HW, generator=g) + shift)
+def feats(n, seed):
+    """(n, 8, 4, 4) non-negative feature maps (ReLU of Gaussians), seeded."""
+    return torch.relu(torch.randn(n, 8, 4, 4, generator=torch.Generator().manual_seed(seed)))
 
 
 def model(seed=0, **kw):
+    """A DPDL model with 4 prototypes on feats' maps, VQ-initialised on 40 of them."""
     torch.manual_seed(seed)
-    m = DPDLModel(CF, HW, DPDLConfig(prototypes=4, **kw))
+    m = DPDLModel(8, (4, 4), DPDLConfig(prototypes=4, **kw))
     m.init_prototypes(feats(40, seed), generator=torch.Generator().manual_seed(0))
     return m
 

@@ -92,7 +92,9 @@ def main():
              "models trained with the code's default reading and λ = 0.01). Each cell: the mean cosine between the "
              "loss's descent direction and the direction towards the nearest prototype (for a prototype: towards the "
              "normals it owns), and in brackets the share of rows moved towards. The paper's text wants normals and "
-             "prototypes together (+) and anomalies away (−).", "",
+             "prototypes together (+) and anomalies away (−). An empty cell: the term has no gradient on those rows "
+             "(the trained margin L^a: every anomaly of the batch already lies beyond the margin, so the hinge is 0).",
+             "",
              "| stage | loss | normals | prototypes | anomalies |", "|---|---|---|---|---|"]
     lines += [f"| {r['stage']} | {r['loss']} | {fmt(r['normals'])} | {fmt(r['prototypes'])} | {fmt(r['anomalies'])} |"
               for r in rows]

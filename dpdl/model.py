@@ -29,8 +29,8 @@ Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each
   (:func:`dpdl.bridge.dpl_margin_losses`); ``"bridge"`` DPL as a learnt Schrödinger bridge (LightSB): its own
   potential θ_ψp (``DPDLModel.potential``, a Gaussian mixture separate from the prototypes, VQ-initialised like them)
   fitted by :func:`dpdl.bridge.sb_loss` from the normal features (source, detached) to the prototype means
-  (target samples as Eq. 16 prints them, detached), ×ε; plus the margin losses on the transported features ψ_p(x) = E_plan[y|x]
-  (:func:`dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes, the transported anomalies
+  (target samples as Eq. 16 prints them, detached), ×ε; plus the margin losses on the transported features
+  ψ_p(x) = E_plan[y|x] (:func:`dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes, the transported anomalies
   kept a margin beyond them (the "transport margin", bounded, in place of the printed L^a).  All are multiplied by
   ``dpl_weight``.
 * ``residual``: ``"plan"`` (ψ_p(x) − µ_{c*})/σ_{c*} with ψ_p the plan's endpoint (collapses to x when c* is the
@@ -99,10 +99,10 @@ class DPDLConfig:
     # PRINTED_READING below restores the code before issue 12
     alpha_param: str = "eps_scaled"
     bridge_input: str = "unit"
-    dpl_loss: str = "margin"
+    dpl_loss: str = "bridge"        # the learnt bridge (issue 19): ties `margin` on validation, and runs Eqs. 11-13
     dpl_margin: float = 0.1
     dpl_weight: float = 1.0
-    residual: str = "nearest"
+    residual: str = "bridge"
     log_sigma_bound: float = 3.0
     prototype_decay: bool = False
 
@@ -364,7 +364,8 @@ class DPDLModel(nn.Module):
         cfg, pl, pm, ps = self.cfg, *self.potential.params()
         sb = psi_n = psi_a = None
         if len(xn):
-            sb = cfg.eps * bridge.sb_loss(xn.detach(), mu.detach(), pl, pm, ps, cfg.eps)
+            const = -0.5 * xn.shape[1] * math.log(2.0 * math.pi * cfg.eps)   # log N(·)'s constant, as in d: O(1)
+            sb = cfg.eps * (bridge.sb_loss(xn.detach(), mu.detach(), pl, pm, ps, cfg.eps) + const)
             psi_n = bridge.plan_mean(xn, pl, pm, ps, cfg.eps)
         if len(xa):
             psi_a = bridge.plan_mean(xa, pl, pm, ps, cfg.eps)

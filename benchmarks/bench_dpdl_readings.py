@@ -130,6 +130,8 @@ def fmt(v) -> str:
 
 
 def paired_markdown(pt) -> str:
+    if not pt:
+        return ""
     lines = ["**Full minus ablated, paired** (per seed the mean over cells, then over seeds; 95 % t-interval; "
              "the paper's direction needs both above 0 by more than the seed spread):", "",
              "| reading | full − no_dpl | full − no_dfl | seeds |", "|---|---|---|---|"]

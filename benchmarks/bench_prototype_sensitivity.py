@@ -87,11 +87,11 @@ def main():
         s0 = net.score(raw)
         base[seed] = auc(y, s0)
         torch.manual_seed(seed)
-        for name, edit in changes(net.method, torch.Generator().manual_seed(seed)).items():
+        for change, edit in changes(net.method, torch.Generator().manual_seed(seed)).items():
             n2 = copy.deepcopy(net)
             edit(n2.method)
             s1 = n2.score(raw)
-            rows.append({"seed": seed, "change": name, "auc": auc(y, s1), "auc_trained": base[seed],
+            rows.append({"seed": seed, "change": change, "auc": auc(y, s1), "auc_trained": base[seed],
                          "delta": auc(y, s1) - base[seed], "spearman": spearman(s0.numpy(), s1.numpy()),
                          "reading": {k: rec["method_options"][k] for k in ("dpl_loss", "residual", "lam")}})
             print(rows[-1], flush=True)
@@ -105,10 +105,10 @@ def main():
              + ", ".join(f"{v:.3f}" for v in base.values()) + f"; sd over seeds {sd:.3f}.", "",
              "| change of the trained model | ΔAUC per seed | mean |ΔAUC| | > sd over seeds? | Spearman of the scores "
              "(min) |", "|---|---|---|---|---|"]
-    for name in dict.fromkeys(r["change"] for r in rows):
-        rs = [r for r in rows if r["change"] == name]
+    for change in dict.fromkeys(r["change"] for r in rows):
+        rs = [r for r in rows if r["change"] == change]
         mabs = float(np.mean([abs(r["delta"]) for r in rs]))
-        lines.append(f"| {name} | " + ", ".join(f"{r['delta']:+.3f}" for r in rs) + f" | {mabs:.3f} | "
+        lines.append(f"| {change} | " + ", ".join(f"{r['delta']:+.3f}" for r in rs) + f" | {mabs:.3f} | "
                      f"{'yes' if mabs > sd else ('no' if sd == sd else '')} | {min(r['spearman'] for r in rs):.3f} |")
     (ROOT / "results" / "benchmarks" / f"{name}.md").write_text("\n".join(lines) + "\n")
 

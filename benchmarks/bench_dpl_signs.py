@@ -67,8 +67,8 @@ def directions(dpdl_model, x, y, reading, term, n_normal=64):
                 out[name] = None                       # the term does not reach these rows
                 continue
             c = cos(-g, towards)
-            out[name] = {"mean_cos": round(float(c.mean()), 3), "share_towards": round(float((c > 0).double().mean()), 3),
-                         "rows": int(len(c))}
+            out[name] = {"mean_cos": round(float(c.mean()), 3),
+                         "share_towards": round(float((c > 0).double().mean()), 3), "rows": int(len(c))}
     return out
 
 

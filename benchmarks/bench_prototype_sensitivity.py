@@ -44,7 +44,8 @@ def changes(m, g):
     out = {
         "µ random unit vectors": lambda mm: mm.prototypes.mu.data.copy_(_unit_rows(p.mu.shape, g)),
         "µ = 0": lambda mm: mm.prototypes.mu.data.zero_(),
-        "σ random exp(U(−b, b))": lambda mm: set_sigma(mm, torch.exp((2 * torch.rand(p.mu.shape, generator=g) - 1) * b)),
+        "σ random exp(U(−b, b))":
+            lambda mm: set_sigma(mm, torch.exp((2 * torch.rand(p.mu.shape, generator=g) - 1) * b)),
         "σ = 1": lambda mm: set_sigma(mm, torch.ones(p.mu.shape)),
         "α uniform": lambda mm: set_alpha(mm, torch.full((p.C,), 1.0 / p.C)),
         "α random": lambda mm: set_alpha(mm, torch.distributions.Dirichlet(torch.ones(p.C)).sample()),

@@ -16,7 +16,8 @@ Decisions (see also :mod:`dpdl.bridge`, :mod:`dpdl.heads`, :mod:`dpdl.prototypes
   still uses them, detached, so no loss term updates them).
 * M_n is trained on the normality target 1 − y (so that S = S_a + S_r − S_n is an anomaly score).
 * With ``residual="plan"``, M_r at training time uses a sample of the plan, at evaluation time its most
-  probable mean (``residual_sample``); the default ``"nearest"`` is deterministic.
+  probable mean (``residual_sample``); ``"nearest"`` and the default ``"bridge"`` (the learnt plan's mean) are
+  deterministic.
 
 Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each stored in the run record's
 ``dpdl_config``; issue 12 measured them on validation splits, see book/method.md):
@@ -30,8 +31,9 @@ Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each
   potential θ_ψp (``DPDLModel.potential``, a Gaussian mixture separate from the prototypes, VQ-initialised like them)
   fitted by :func:`dpdl.bridge.sb_loss` from the normal features (source, detached) to the prototype means
   (target samples as Eq. 16 prints them, detached), ×ε; plus the margin losses on the transported features
-  ψ_p(x) = E_plan[y|x] (:func:`dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes, the transported anomalies
-  kept a margin beyond them (the "transport margin", bounded, in place of the printed L^a).  All are multiplied by
+  ψ_p(x) = E_plan[y|x] (:func:`dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes, the
+  transported anomalies kept a margin beyond them (the "transport margin", bounded, in place of the printed L^a);
+  the default (it ties ``"margin"`` on validation splits and runs the bridge, book/method.md).  All are multiplied by
   ``dpl_weight``.
 * ``residual``: ``"plan"`` (ψ_p(x) − µ_{c*})/σ_{c*} with ψ_p the plan's endpoint (collapses to x when c* is the
   plan's component); ``"nearest"`` (x̃ − µ_{c*})/σ_{c*}, c* = argmax_c N(x̃; µ_c, εσ_c), the residual against the

@@ -54,7 +54,8 @@ def register(subparsers) -> None:
     p.add_argument("--eps", type=float, default=PD["eps"], metavar="E", help=f"bridge noise epsilon ({PD['eps']:g})")
     p.add_argument("--kappa", type=float, default=PD["kappa"], metavar="K",
                    help=f"DFL concentration kappa ({PD['kappa']:g})")
-    p.add_argument("--lam", type=float, default=PD["lam"], metavar="L", help=f"DFL weight lambda ({PD['lam']:g})")
+    p.add_argument("--lam", type=float, default=None, metavar="L",
+                   help="DFL weight lambda (the paper's per dataset, Sec. 5.7: 1 on brainmri and headct, else 0.01)")
     p.add_argument("--data-root", default=None, metavar="P", help="data root (default $DPDL_DATA)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change a profile field for this run (recorded), e.g. --set epochs=10")

@@ -41,7 +41,7 @@ from .checks import check_weight_file
 from .config import Profile, get_profile
 from .methods import METHODS, check_options, method_class
 from .modes import embed_all, evaluate, prepare_features, seed_everything, setup_features, setup_images  # noqa: F401
-from .model import PAPER_DEFAULTS
+from .model import PAPER_DEFAULTS, paper_defaults, paper_lam
 from .net import Net
 from .records import (SCHEMA_VERSION, atomic_write_json, code_version, holds_finished_run, utc_now,
                       write_run_files)
@@ -74,7 +74,7 @@ class RunConfig:
     prototypes: int = PAPER_DEFAULTS["prototypes"]
     eps: float = PAPER_DEFAULTS["eps"]
     kappa: float = PAPER_DEFAULTS["kappa"]
-    lam: float = PAPER_DEFAULTS["lam"]
+    lam: float | None = None             # None: the paper's λ for the dataset (dpdl.model.paper_lam, Sec. 5.7)
     method_options: dict = field(default_factory=dict)  # more fields of the method's config (dpdl.methods)
     data_root: str | None = None
     out: str | None = None
@@ -83,6 +83,10 @@ class RunConfig:
     overrides: dict = field(default_factory=dict)  # profile fields changed for this run (tuning, benchmarks)
     overwrite: bool = False              # replace an existing finished out/run.json
     eval_on: str = "test"                # "val": train on the reduced training split, score its validation split
+
+    def __post_init__(self):
+        if self.lam is None:
+            self.lam = paper_lam(self.dataset)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -110,19 +114,19 @@ def variant_tag(cfg: RunConfig) -> str:
     a baseline's tag is its method name (``"dra"``), with its options if any (``"knn+memory=5000"``)."""
     if cfg.method != "dpdl":
         return "+".join([cfg.method] + _option_tags(cfg.method_options or {}))
-    tags = []
+    defaults, tags = paper_defaults(cfg.dataset), []
     if not cfg.use_dpl:
         tags.append("no_dpl")
     if not cfg.use_dfl:
         tags.append("no_dfl")
     heads = ",".join(parse_heads(cfg.heads))
-    if heads != DEFAULTS["heads"]:
+    if heads != defaults["heads"]:
         tags.append(f"heads={heads}")
-    if cfg.prototypes != DEFAULTS["prototypes"]:
+    if cfg.prototypes != defaults["prototypes"]:
         tags.append(f"C={cfg.prototypes}")
     for name in ("eps", "kappa", "lam"):
         value = getattr(cfg, name)
-        if float(value) != DEFAULTS[name]:
+        if float(value) != defaults[name]:
             tags.append(f"{name}={float(value):g}")
     return "+".join(tags + _option_tags(cfg.method_options or {})) or "full"
 
@@ -193,7 +197,7 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
         raise ValueError(f"unknown method {cfg.method!r}: expected one of {', '.join(METHODS)}")
     if cfg.method != "dpdl":
         changed = [k for k in ("use_dpl", "use_dfl", "heads", "prototypes", "eps", "kappa", "lam")
-                   if getattr(cfg, k) != RunConfig.__dataclass_fields__[k].default]
+                   if getattr(cfg, k) != paper_defaults(cfg.dataset).get(k, RunConfig.__dataclass_fields__[k].default)]
         if changed:
             raise ValueError(f"{', '.join(changed)} are options of DPDL, not of method {cfg.method!r}")
     if cfg.setting not in ("general", "hard"):

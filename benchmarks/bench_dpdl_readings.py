@@ -6,6 +6,11 @@ Every run trains on the reduced training split and scores its validation split (
 Usage (results: results/benchmarks/dpdl_readings_val.json; rows already there are kept and skipped):
   python benchmarks/bench_dpdl_readings.py --readings printed,margin --seeds 0,1,2 [--variants full,no_dpl,no_dfl]
   python benchmarks/bench_dpdl_readings.py --summary          # print the table the book reads
+
+The paper's λ per dataset (Sec. 5.7; 0.01 on ELPV) with the bridge reading, general M = 10, five seeds
+(results/benchmarks/readings_val_paper_lam.json; the rows above were made with λ = 1):
+  python benchmarks/bench_dpdl_readings.py --name readings_val_paper_lam --cells general-M10 --seeds 0,1,2,3,4 \
+      --readings margin,bridge,printed,margin_w10 --variants full,no_dpl [--part N]; then the same with --summary
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ READINGS = {
                     "log_sigma_bound": 3.0, "prototype_decay": False, "dpl_margin": 0.1, "dpl_weight": 1.0},
     "margin_w10": {"alpha_param": "eps_scaled", "bridge_input": "unit", "dpl_loss": "margin", "residual": "nearest",
                    "log_sigma_bound": 3.0, "prototype_decay": False, "dpl_margin": 0.1, "dpl_weight": 10.0},
+    "bridge": {"alpha_param": "eps_scaled", "bridge_input": "unit", "dpl_loss": "bridge", "residual": "bridge",
+               "log_sigma_bound": 3.0, "prototype_decay": False, "dpl_margin": 0.1, "dpl_weight": 1.0},
     "margin_m05": {"alpha_param": "eps_scaled", "bridge_input": "unit", "dpl_loss": "margin", "residual": "nearest",
                    "log_sigma_bound": 3.0, "prototype_decay": False, "dpl_margin": 0.5, "dpl_weight": 1.0},
 }
@@ -49,7 +56,7 @@ def cell_name(setting, known, m):
 def one(reading, variant, setting, known, m, seed):
     from dpdl.train import RunConfig, run
     t = time.perf_counter()
-    cfg = RunConfig("elpv", setting=setting, known_class=known, anomalies=m, seed=seed, profile="cpu",
+    cfg = RunConfig("elpv", lam=LAM[0], setting=setting, known_class=known, anomalies=m, seed=seed, profile="cpu",
                     method_options=READINGS[reading], eval_on="val", **VARIANTS[variant])
     rec = run(cfg, progress=False)
     row = {"reading": reading, "variant": variant, "cell": cell_name(setting, known, m), "seed": seed,
@@ -123,6 +130,8 @@ def fmt(v) -> str:
 
 
 def paired_markdown(pt) -> str:
+    if not pt:
+        return ""
     lines = ["**Full minus ablated, paired** (per seed the mean over cells, then over seeds; 95 % t-interval; "
              "the paper's direction needs both above 0 by more than the seed spread):", "",
              "| reading | full − no_dpl | full − no_dfl | seeds |", "|---|---|---|---|"]
@@ -135,11 +144,37 @@ def paired_markdown(pt) -> str:
 
 
 ROWS: list = []   # the rows the summary is made of (set by main)
+LAM: list = [None]  # λ of the runs: None = the paper's for ELPV (0.01, Sec. 5.7); the first benchmark used 1 (--lam 1)
 
 
-def markdown(summ) -> str:
+def reading_pairs(rows, base="margin") -> dict:
+    """{reading: interval}: reading minus ``base``, variant full, paired by seed and cell (mean over the cells of a
+    seed, then over seeds; 95 % t-interval), for every reading with at least two such seeds."""
+    from dpdl.study.analysis import interval
+    ok = {key(r): r["auc"] for r in rows if r["status"] == "ok"}
+    out = {}
+    for reading in dict.fromkeys(r["reading"] for r in rows):
+        per_seed = {}
+        for (rd, var, cell, seed), auc in ok.items():
+            other = ok.get((base, "full", cell, seed))
+            if rd == reading and var == "full" and other is not None and reading != base:
+                per_seed.setdefault(seed, []).append(auc - other)
+        if len(per_seed) >= 2:
+            out[reading] = {k: (round(v, 4) if isinstance(v, float) else v)
+                            for k, v in interval([float(np.mean(v)) for v in per_seed.values()]).items()}
+    return out
+
+
+def pairs_markdown(rp, base="margin") -> str:
+    lines = [f"**Each reading minus `{base}`, paired by seed** (variant full; 95 % t-interval):", "",
+             f"| reading | minus `{base}` | seeds |", "|---|---|---|"]
+    lines += [f"| `{r}` | {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] | {d['n']} |" for r, d in rp.items()]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(summ, name=NAME) -> str:
     """The table book/method.md includes: validation AUC per reading and variant (mean over seeds), per cell."""
-    cells = [cell_name(*c) for c in CELLS]
+    cells = [c for c in (cell_name(*c) for c in CELLS) if any(r["cell"] == c for r in ROWS)]
     lines = ["| reading | variant | " + " | ".join(cells) + " | mean (real) | sd over seeds | mean (pseudo) "
              "| mean (combined) | runs |", "|---" * (len(cells) + 7) + "|"]
     for reading, by_var in summ["real"].items():
@@ -149,9 +184,12 @@ def markdown(summ) -> str:
             sd = "" if t["sd_seed"] is None else f"{t['sd_seed']:.3f}"
             lines.append(f"| `{reading}` | {variant} | " + " | ".join(f"{t[x]:.3f}" if x in t else "" for x in cells)
                          + f" | {t['mean']:.3f} | {sd} | {fmt(p)} | {fmt(c)} | {t['runs']} |")
-    return ("Generated by `python benchmarks/bench_dpdl_readings.py --summary` from "
-            "`results/benchmarks/dpdl_readings_val.json` (ELPV, cpu profile, validation splits; AUC).\n\n"
-            + "\n".join(lines) + "\n\n" + paired_markdown(paired_table(ROWS)) + "\n\"real\": held-out seen anomalies against the validation normals; \"pseudo\" "
+    lam = sorted({(r.get("dpdl_config") or {}).get("lam") for r in ROWS}, key=str)
+    return (f"Generated by `python benchmarks/bench_dpdl_readings.py --name {name} --summary` from "
+            f"`results/benchmarks/{name}.json` (ELPV, cpu profile, validation splits; AUC; λ = "
+            + ", ".join(f"{v:g}" if v is not None else "?" for v in lam) + ").\n\n"
+            + "\n".join(lines) + "\n\n" + paired_markdown(paired_table(ROWS)) + "\n"
+            + pairs_markdown(reading_pairs(ROWS)) + "\n\"real\": held-out seen anomalies against the validation normals; \"pseudo\" "
             "and \"combined\" (their mean) only over the runs that recorded the pseudo AUC (made before the method "
             "interface of `dpdl.train` landed); sd: over seeds of the mean over cells.\n")
 
@@ -163,10 +201,16 @@ def main():
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--summary", action="store_true", help="merge the part files into the main one and print it")
     ap.add_argument("--part", default="", help="write rows to <name>_part<PART>.json (parallel processes)")
+    ap.add_argument("--name", default=NAME, help="the result file's name (results/benchmarks/<name>.json)")
+    ap.add_argument("--cells", default="", help="only these cells, e.g. general-M10 (default: all four)")
+    ap.add_argument("--lam", type=float, default=None, help="λ of the runs (default: the paper's for ELPV, 0.01)")
     a = ap.parse_args()
-    name = f"{NAME}_part{a.part}" if a.part else NAME
+    LAM[0] = a.lam
+    base_name = a.name
+    cells = [c for c in CELLS if not a.cells or cell_name(*c) in a.cells.split(",")]
+    name = f"{base_name}_part{a.part}" if a.part else base_name
     rows = []
-    for p in sorted((ROOT / "results" / "benchmarks").glob(f"{NAME}*.json")):
+    for p in sorted((ROOT / "results" / "benchmarks").glob(f"{base_name}*.json")):
         for r in json.loads(p.read_text())["rows"]:
             if all(key(r) != key(q) for q in rows):
                 rows.append(r)
@@ -176,7 +220,7 @@ def main():
                 raise SystemExit(f"unknown reading {reading!r}: expected one of {', '.join(READINGS)}")
             for variant in a.variants.split(","):
                 for seed in [int(s) for s in a.seeds.split(",")]:
-                    for setting, known, m in CELLS:
+                    for setting, known, m in cells:
                         k = (reading, variant, cell_name(setting, known, m), seed)
                         if any(key(r) == k for r in rows):
                             continue
@@ -185,10 +229,11 @@ def main():
                                      "cells": [cell_name(*c) for c in CELLS], "summary": summary(rows), "rows": rows})
     ROWS[:] = rows
     if a.summary:
-        (ROOT / "results" / "benchmarks" / f"{NAME}.md").write_text(markdown(summary(rows)))
-        write(NAME, {"readings": READINGS, "variants": VARIANTS, "cells": [cell_name(*c) for c in CELLS],
-                     "summary": summary(rows), "paired": paired_table(rows), "rows": rows})
-        for p in (ROOT / "results" / "benchmarks").glob(f"{NAME}_part*.json"):
+        (ROOT / "results" / "benchmarks" / f"{base_name}.md").write_text(markdown(summary(rows), base_name))
+        write(base_name, {"readings": READINGS, "variants": VARIANTS, "cells": [cell_name(*c) for c in CELLS],
+                          "summary": summary(rows), "paired": paired_table(rows),
+                          "reading_pairs": reading_pairs(rows), "rows": rows})
+        for p in (ROOT / "results" / "benchmarks").glob(f"{base_name}_part*.json"):
             p.unlink()
     print(json.dumps(summary(rows)["combined"], indent=1))
 

@@ -156,10 +156,21 @@ def weights_path(name: str, weights: str | os.PathLike | None = None) -> Path:
 
 
 def _load_state(path: Path) -> dict:
+    """The state dict in weight file ``path``; anything else is one ValueError naming the file (torch's own advice
+    to pass ``weights_only=False``, which would run code from the file, is not passed on)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or not a state dict
-        raise ValueError(f"cannot read weight file {path}: {exc}") from exc
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, empty, or not a plain state dict
+        reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip() and "weights_only" not in ln
+                       and "torch.load" not in ln), "")
+        if Path(path).is_file() and Path(path).stat().st_size == 0:
+            reason = "the file is empty"
+        raise ValueError(f"cannot read weight file {path} ({type(exc).__name__}{': ' + reason[:200] if reason else ''}"
+                         "): expected a PyTorch state dict (.pth) of the backbone's ImageNet weights") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weight file {path} holds no state dict of tensors: expected the backbone's ImageNet "
+                         "weights (.pth), not a model.pt of `dpdl train`")
+    return state
 
 
 # ---------------------------------------------------------------------------------------------- stages

@@ -13,9 +13,11 @@ Written from ../shared/protocol.md and a reading of DRA's public code (Choubo/DR
   - pseudo (plain head), on the normal and pseudo-anomaly rows (y != 1), target y != 0;
   - composite: (mean of the reference normals' maps - x) -> 3x3 conv -> BN -> ReLU -> plain head, all rows,
     target y != 0. Training batches carry ``n_reference = 5`` reference normals (y = -1), as DRA prepends 5.
-  Score: -holistic + seen + pseudo + composite (DRA's test, no normalisation). At test DRA draws 5 random
-  references per test batch; we fix one draw of 5 training normals per run (``calibrate``), so a score does
-  not depend on the batch it is computed in.
+  Score: -holistic + seen + pseudo + composite (DRA's test, no normalisation). Reference normals differ from DRA's
+  code: its code draws them from its training loader for every test batch, so they are rotated
+  (RandomRotation(180)) and about half of them turned into pseudo anomalies; ours are 5 clean (unrotated, never
+  pseudo) training normals drawn once per run with the seed (``dpdl.modes._reference_rows``) and fixed
+  (``calibrate``), so a score does not depend on the batch it is computed in. The difference is not measured.
 * **Two scales** (DevNet and DRA, ``multiscale = True``): given a list of maps, one per input scale (dpdl.net.Net
   with the profile's ``scales``; DRA's code: 448 and 224), each head's score is the mean of its scores over the
   scales, in the losses and in the score; the composite head uses the reference mean of its own scale.
@@ -62,8 +64,10 @@ class KNNConfig:
     chunk: int = 4096        # query patches per distance block
 
     def __post_init__(self):
-        if not (isinstance(self.memory, int) and self.memory >= 1):
-            raise ValueError(f"memory must be an integer >= 1, got {self.memory!r}")
+        for name in ("memory", "chunk"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class PlainHead(nn.Module):
@@ -126,7 +130,9 @@ def _mean_over(fn, xs: list[Tensor], rows: Tensor | None = None) -> Tensor:
 class DevNet(MethodMixin, nn.Module):
     """DevNet: one top-K MIL head and the deviation loss; batches half normal, half seen anomalies."""
 
-    protocol = {}  # DevNet's 50 x 20 schedule is the profile's
+    # DevNet as DRA's repository trains it (its public code; protocol.md): Adam, grad-norm clip 1.0, StepLR(10, 0.1);
+    # its 50 x 20 schedule and batch size are the profile's. Applied where the profile says so (paper: method_protocol).
+    protocol = {"optimizer": "adam", "grad_clip": 1.0, "lr_step": 10, "lr_gamma": 0.1}
     multiscale = True
 
     def __init__(self, in_channels: int, feat_hw: tuple[int, int], cfg: DevNetConfig | None = None):

@@ -96,6 +96,8 @@ __all__ = [
     "dpl_losses",
     "soft_distance",
     "dpl_margin_losses",
+    "plan_mean",
+    "sb_loss",
 ]
 
 
@@ -248,10 +250,21 @@ def _log_potential64(y, log_alpha, mu, sigma, eps):
     return torch.logsumexp(lp, dim=1)
 
 
+def sb_loss(x: Tensor, y: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
+    """LightSB's objective, empirical form: mean_i log ϖ_θ(x_i) − mean_j log φ_θ(y_j) (Eq. 16's form).
+
+    Up to a constant independent of θ = (log_alpha, mu, sigma) it is KL(π* ‖ π_θ) between the entropic OT plan from
+    the law of the source samples x (B, D) to that of the target samples y (B', D) and the plan of Eq. (13): its
+    minimiser over θ is the Schrödinger bridge between the two laws.  Bounded below for bounded σ.  → scalar.
+    """
+    ln = torch.logsumexp(_component_logits(x, log_alpha, mu, sigma, eps), dim=1).mean()
+    return (ln - _log_potential64(y, log_alpha, mu, sigma, eps).mean()).to(x.dtype)
+
+
 def dpl_normal_loss(x_n: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
-    """Eq. (16): L^n_DPL = mean_i log ϖ(x^n_i) − mean_c log φ1(µ_c) (unscaled, as printed)."""
-    ln = torch.logsumexp(_component_logits(x_n, log_alpha, mu, sigma, eps), dim=1).mean()
-    return (ln - _log_potential64(mu, log_alpha, mu, sigma, eps).mean()).to(x_n.dtype)
+    """Eq. (16): L^n_DPL = mean_i log ϖ(x^n_i) − mean_c log φ1(µ_c) (unscaled, as printed): :func:`sb_loss` with the
+    prototype means as the target samples and the prototypes themselves as the potential."""
+    return sb_loss(x_n, mu, log_alpha, mu, sigma, eps)
 
 
 def dpl_anomaly_loss(x_a: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
@@ -305,3 +318,14 @@ def dpl_margin_losses(x_n: Tensor | None, x_a: Tensor | None, log_alpha: Tensor,
     if x_a is not None and len(x_a):
         la = torch.relu(margin + ref - soft_distance(x_a, log_alpha, mu, sigma, eps)).mean()
     return ln, la
+
+
+# ------------------------------------------------------------------------------------------- the "bridge" reading
+def plan_mean(x: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
+    """ψ_p(x) = E[y | x] under the plan of Eq. (13): Σ_c w_c(x) (µ_c + σ_c ⊙ x).
+
+    x (B, D) → (B, D); differentiable in x and in the potential (through the weights too); no (B, C, D) tensor.
+    """
+    w = plan_weights(x, log_alpha, mu, sigma, eps)
+    return w @ mu + (w @ sigma) * x
+

@@ -56,15 +56,16 @@ def input_file(path: str | os.PathLike, option: str) -> Path:
     return p
 
 
-def int_at_least(low: int):
-    """An ``argparse`` ``type=``: an integer >= ``low``."""
+def int_at_least(low: int, high: int | None = None):
+    """An ``argparse`` ``type=``: an integer >= ``low`` (and <= ``high``) written in ASCII digits (``int()`` alone
+    would also take ``1_0`` and other scripts' digits)."""
+    import re
+
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        value = int(text) if re.fullmatch(r"\s*[+-]?[0-9]+\s*", text) else None
+        if value is None or value < low or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"expected an integer {span} (digits 0-9), got {text!r}")
         return value
     parse.__name__ = f"integer >= {low}"
     return parse
@@ -85,3 +86,24 @@ def profile_name(name: str, option: str = "--profile") -> str:
     if name not in PROFILES:
         raise ValueError(f"{option} {name!r} is unknown: expected one of {', '.join(PROFILES)}")
     return name
+
+
+def cache_folder() -> Path:
+    """The feature cache (``$DPDL_CACHE``, else ``<repo>/results/cache``) once it is known that it can be written:
+    checked before any run starts, so a bad cache is one sentence instead of a failed record per run."""
+    from .paths import cache_dir
+    option = "$DPDL_CACHE" if os.environ.get("DPDL_CACHE") else "the feature cache"
+    return output_dir(cache_dir(), option)
+
+
+def check_weight_file(backbone: str, path, option: str = "--weights") -> None:
+    """``path`` loads into backbone ``backbone`` (a readable state dict with its keys and shapes), else one
+    ValueError naming ``option`` and the file."""
+    from .backbones import build_backbone
+    try:
+        build_backbone(backbone, "last", weights=path, pretrained=True)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        text = str(exc.args[0] if exc.args else exc).splitlines()[0]
+        if isinstance(exc, RuntimeError):   # load_state_dict's key or shape mismatch: thousands of characters
+            text = f"its tensors do not fit backbone {backbone} ({text.rstrip(':. ')[:120]})"
+        raise ValueError(f"{option} {path}: {text}") from None

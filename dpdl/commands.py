@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from .backbones import list_backbones
 from .checks import int_at_least
 from .config import PROFILES
 from .methods import METHODS
 from .model import PAPER_DEFAULTS as PD
+from .train import PROTOTYPES_MAX
 
 
 def _override(text: str, option: str = "--set") -> tuple[str, object]:
@@ -33,8 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", required=True, metavar="NAME", help="dataset name (see `dpdl datasets`)")
     p.add_argument("--setting", default="general", choices=("general", "hard"))
     p.add_argument("--known-class", default=None, metavar="C", help="the known anomaly class (hard setting)")
-    p.add_argument("--anomalies", type=int, default=10, metavar="M", help="number of seen anomalies (default 10)")
-    p.add_argument("--seed", type=int_at_least(0), default=0,
+    p.add_argument("--anomalies", type=int_at_least(0), default=10, metavar="M", help="number of seen anomalies (default 10)")
+    p.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0,
                    help="seed: anomaly draw and training randomness (default 0)")
     p.add_argument("--profile", default="cpu", choices=tuple(PROFILES), help="fidelity profile (default cpu)")
     p.add_argument("--backbone", default=None, metavar="B",
@@ -47,12 +49,13 @@ def register(subparsers) -> None:
     p.add_argument("--no-dpl", action="store_true", help="ablation: no distribution prototype learning")
     p.add_argument("--no-dfl", action="store_true", help="ablation: no dispersion feature learning")
     p.add_argument("--heads", default=PD["heads"], help=f"score heads, a subset of n,a,r (default {PD['heads']})")
-    p.add_argument("--prototypes", type=int, default=PD["prototypes"], metavar="C",
-                   help=f"number of Gaussian prototypes ({PD['prototypes']})")
+    p.add_argument("--prototypes", type=int_at_least(1, PROTOTYPES_MAX), default=PD["prototypes"], metavar="C",
+                   help=f"number of Gaussian prototypes, 1 to {PROTOTYPES_MAX} ({PD['prototypes']})")
     p.add_argument("--eps", type=float, default=PD["eps"], metavar="E", help=f"bridge noise epsilon ({PD['eps']:g})")
     p.add_argument("--kappa", type=float, default=PD["kappa"], metavar="K",
                    help=f"DFL concentration kappa ({PD['kappa']:g})")
-    p.add_argument("--lam", type=float, default=PD["lam"], metavar="L", help=f"DFL weight lambda ({PD['lam']:g})")
+    p.add_argument("--lam", type=float, default=None, metavar="L",
+                   help="DFL weight lambda (the paper's per dataset, Sec. 5.7: 1 on brainmri and headct, else 0.01)")
     p.add_argument("--data-root", default=None, metavar="P", help="data root (default $DPDL_DATA)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change a profile field for this run (recorded), e.g. --set epochs=10")
@@ -87,7 +90,11 @@ def cmd_train(args) -> int:
                     run_id=args.run_id, weights=args.weights, overrides=overrides, overwrite=args.overwrite)
     rec = run(cfg, progress=not args.quiet)
     if rec["status"] != "ok":
-        print(f"dpdl train: run failed: {rec['error']} (record: {args.out}/run.json)", file=sys.stderr)
+        from .records import holds_finished_run
+        kept = holds_finished_run(Path(args.out).expanduser())
+        where = (f"the finished run in {args.out} is kept; this attempt's record: {args.out}/run.failed.json"
+                 if kept else f"record: {args.out}/run.json")
+        print(f"dpdl train: run failed: {rec['error']} ({where})", file=sys.stderr)
         return 1
     m, t = rec["metrics"], rec["timings"]
     print(f"{rec['run_id']} ({rec['method']}): AUC {m['auc']:.4f}  AUC-PR {m['ap']:.4f}  "

@@ -123,7 +123,7 @@ class Profile:
                            "states no precision")
         if self.method_protocol:
             out.append("baselines trained under their own code's protocol (DRA: Adam, StepLR(10, 0.1), clip 1.0, "
-                       "30 epochs, 16/16/16 batches), DPDL under the paper's")
+                       "30 epochs, 16/16/16 batches; DevNet: Adam, StepLR(10, 0.1), clip 1.0), DPDL under the paper's")
         return out
 
 

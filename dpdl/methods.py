@@ -80,7 +80,11 @@ def check_options(name: str, options: dict) -> dict:
     if bad:
         raise ValueError(f"unknown option(s) {', '.join(bad)} for method {name!r} (--opt): expected some of "
                          f"{', '.join(sorted(known))}")
-    return asdict(cfg_cls(**options))
+    try:
+        return asdict(cfg_cls(**options))
+    except (ValueError, TypeError) as exc:
+        text = str(exc.args[0] if exc.args else exc)
+        raise ValueError(text if "--" in text else f"--opt of method {name!r}: {text}") from None
 
 
 def build_method(name: str, in_channels: int, feat_hw: tuple[int, int], options: dict | None = None):

@@ -16,7 +16,8 @@ Decisions (see also :mod:`dpdl.bridge`, :mod:`dpdl.heads`, :mod:`dpdl.prototypes
   still uses them, detached, so no loss term updates them).
 * M_n is trained on the normality target 1 − y (so that S = S_a + S_r − S_n is an anomaly score).
 * With ``residual="plan"``, M_r at training time uses a sample of the plan, at evaluation time its most
-  probable mean (``residual_sample``); the default ``"nearest"`` is deterministic.
+  probable mean (``residual_sample``); ``"nearest"`` and the default ``"bridge"`` (the learnt plan's mean) are
+  deterministic.
 
 Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each stored in the run record's
 ``dpdl_config``; issue 12 measured them on validation splits, see book/method.md):
@@ -26,10 +27,18 @@ Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each
   initialisation (Eq. 15) and the residual (then the potential is bounded: ‖x̂‖ = 1).
 * ``dpl_loss``: ``"printed"`` Eqs. (16)–(17) as printed (LightSB's KL with µ_c as target samples; ×``dpl_scale``);
   ``"margin"`` L^n = mean d(x̂ⁿ), L^a = mean max(0, m + d̄ⁿ − d(x̂ᵃ)) with d = −2ε log φ1 + const
-  (:func:`dpdl.bridge.dpl_margin_losses`).  Both are multiplied by ``dpl_weight``.
+  (:func:`dpdl.bridge.dpl_margin_losses`); ``"bridge"`` DPL as a learnt Schrödinger bridge (LightSB): its own
+  potential θ_ψp (``DPDLModel.potential``, a Gaussian mixture separate from the prototypes, VQ-initialised like them)
+  fitted by :func:`dpdl.bridge.sb_loss` from the normal features (source, detached) to the prototype means
+  (target samples as Eq. 16 prints them, detached), ×ε; plus the margin losses on the transported features
+  ψ_p(x) = E_plan[y|x] (:func:`dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes, the
+  transported anomalies kept a margin beyond them (the "transport margin", bounded, in place of the printed L^a);
+  the default (it ties ``"margin"`` on validation splits and runs the bridge, book/method.md).  All are multiplied by
+  ``dpl_weight``.
 * ``residual``: ``"plan"`` (ψ_p(x) − µ_{c*})/σ_{c*} with ψ_p the plan's endpoint (collapses to x when c* is the
   plan's component); ``"nearest"`` (x̃ − µ_{c*})/σ_{c*}, c* = argmax_c N(x̃; µ_c, εσ_c), the residual against the
-  nearest prototype (x̃ = x̂ rescaled by ‖x‖ when ``bridge_input="unit"``).
+  nearest prototype (x̃ = x̂ rescaled by ‖x‖ when ``bridge_input="unit"``); ``"bridge"`` (ψ_p(x) − µ_{c*})/σ_{c*}
+  with ψ_p(x) the learnt plan's mean (only with ``dpl_loss="bridge"``).
 * ``log_sigma_bound`` b > 0: σ = exp(b tanh(θ_σ/b)) ∈ [e^−b, e^b] (0: unbounded).
 * ``prototype_decay``: False exempts µ, log σ and α from the optimiser's weight decay
   (:meth:`DPDLModel.no_decay_parameters`).
@@ -48,23 +57,36 @@ from dpdl.dispersion import dispersion_loss
 from dpdl.heads import NormalHead, TopKHead, deviation_loss, prototype_residual
 from dpdl.prototypes import MultiGaussianPrototypes, vq_codebook
 
-__all__ = ["DPDLConfig", "DPDLModel", "check_finite", "LOSS_TERMS", "PAPER_DEFAULTS", "PRINTED_READING", "READINGS"]
+__all__ = ["DPDLConfig", "DPDLModel", "check_finite", "LOSS_TERMS", "PAPER_DEFAULTS", "PRINTED_READING", "READINGS",
+           "paper_lam", "paper_defaults", "LAMBDA_SMALL_DATASETS"]
 
 LOSS_TERMS = ("ma", "mn", "mr", "dpl_n", "dpl_a", "dfl", "total")
 BINARY_LOSSES = ("bce", "deviation")
 _HEADS = ("n", "a", "r")
+# λ of Eq. (23) per dataset (Sec. 5.7): "λ = 0.01 achieves optimal performance on seven larger-scale datasets, while
+# λ = 1 yields the best results on two datasets with limited data" (BrainMRI and HeadCT). The paper prints no single λ.
+LAMBDA_SMALL_DATASETS = ("brainmri", "headct")
+LAMBDA_LARGE, LAMBDA_SMALL = 0.01, 1.0
+
+
+def paper_lam(dataset: str | None) -> float:
+    """The paper's λ for ``dataset`` (Sec. 5.7): 1 on BrainMRI and HeadCT, 0.01 on every other dataset."""
+    return LAMBDA_SMALL if str(dataset or "").lower() in LAMBDA_SMALL_DATASETS else LAMBDA_LARGE
+
+
 READINGS = {"alpha_param": ("softmax", "eps_scaled"), "bridge_input": ("raw", "unit"),
-            "dpl_loss": ("printed", "margin"), "residual": ("plan", "nearest")}
+            "dpl_loss": ("printed", "margin", "bridge"), "residual": ("plan", "nearest", "bridge")}
 
 
 @dataclass(frozen=True)
 class DPDLConfig:
-    """Hyper-parameters of the method (paper defaults: C = 32, ε = 10⁻³, κ = 10, λ = 1, Sec. 5.2)."""
+    """Hyper-parameters of the method (paper defaults: C = 32, ε = 10⁻³, κ = 10, Sec. 5.2; λ per dataset, Sec. 5.7:
+    0.01 here, 1 on BrainMRI and HeadCT, see :func:`paper_lam`)."""
 
     prototypes: int = 32
     eps: float = 1e-3
     kappa: float = 10.0
-    lam: float = 1.0
+    lam: float = LAMBDA_LARGE
     use_dpl: bool = True
     use_dfl: bool = True
     heads: tuple = ("n", "a", "r")
@@ -79,10 +101,10 @@ class DPDLConfig:
     # PRINTED_READING below restores the code before issue 12
     alpha_param: str = "eps_scaled"
     bridge_input: str = "unit"
-    dpl_loss: str = "margin"
+    dpl_loss: str = "bridge"        # the learnt bridge (issue 19): ties `margin` on validation, and runs Eqs. 11-13
     dpl_margin: float = 0.1
     dpl_weight: float = 1.0
-    residual: str = "nearest"
+    residual: str = "bridge"
     log_sigma_bound: float = 3.0
     prototype_decay: bool = False
 
@@ -117,6 +139,9 @@ class DPDLConfig:
         for name, allowed in READINGS.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if (self.dpl_loss == "bridge") != (self.residual == "bridge"):
+            raise ValueError(f"dpl_loss 'bridge' and residual 'bridge' go together (the learnt bridge ψ_p feeds M_r), "
+                             f"got dpl_loss={self.dpl_loss!r}, residual={self.residual!r}")
         for name in ("dpl_margin", "dpl_weight", "log_sigma_bound"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -128,9 +153,15 @@ PRINTED_READING = {"alpha_param": "softmax", "bridge_input": "raw", "dpl_loss": 
                    "log_sigma_bound": 0.0, "prototype_decay": True}
 
 # The paper's hyper-parameters (Sec. 5.2): the one place every other module (train, study, book, tables) reads.
+# "lam" here is the value of the seven larger datasets; paper_defaults(dataset) gives a dataset's own (Sec. 5.7).
 PAPER_DEFAULTS = {"prototypes": DPDLConfig.prototypes, "eps": DPDLConfig.eps, "kappa": DPDLConfig.kappa,
                   "lam": DPDLConfig.lam, "heads": ",".join(DPDLConfig.heads), "use_dpl": DPDLConfig.use_dpl,
                   "use_dfl": DPDLConfig.use_dfl}
+
+
+def paper_defaults(dataset: str | None = None) -> dict:
+    """PAPER_DEFAULTS with the paper's λ for ``dataset`` (:func:`paper_lam`): the "full" DPDL of that dataset."""
+    return {**PAPER_DEFAULTS, "lam": paper_lam(dataset)}
 
 
 def check_finite(terms: dict, step: int) -> None:
@@ -159,8 +190,14 @@ class DPDLModel(nn.Module):
         self.head_a = TopKHead(in_channels, cfg.topk_ratio) if "a" in cfg.heads else None
         self.head_n = NormalHead(in_channels, cfg.normal_hidden) if "n" in cfg.heads else None
         self.head_r = TopKHead(in_channels, cfg.topk_ratio) if "r" in cfg.heads else None
+        self.potential = None                  # θ_ψp of Eq. (23): the bridge reading's own Gaussian-mixture potential
+        if cfg.dpl_loss == "bridge":
+            self.potential = MultiGaussianPrototypes(cfg.prototypes, self.D, log_sigma_bound=cfg.log_sigma_bound,
+                                                     alpha_temperature=self.prototypes.alpha_temperature)
         if not cfg.use_dpl:
             self.prototypes.requires_grad_(False)
+            if self.potential is not None:
+                self.potential.requires_grad_(False)
 
     # ---------------------------------------------------------------- prototypes
     @torch.no_grad()
@@ -170,6 +207,8 @@ class DPDLModel(nn.Module):
         cb = vq_codebook(self.to_bridge(normal_feats.flatten(1).float()), self.cfg.prototypes, iters=self.cfg.vq_iters,
                          generator=generator)
         self.prototypes.init_from_codebook(cb, alpha=self.cfg.alpha_init)
+        if self.potential is not None:
+            self.potential.init_from_codebook(cb, alpha=self.cfg.alpha_init)
         return cb
 
     def _proto_params(self):
@@ -183,8 +222,16 @@ class DPDLModel(nn.Module):
         return F.normalize(flat, dim=1, eps=1e-12) if self.cfg.bridge_input == "unit" else flat
 
     def no_decay_parameters(self) -> list:
-        """Parameters the optimiser should not weight-decay: the prototypes when ``prototype_decay`` is False."""
-        return [] if self.cfg.prototype_decay else list(self.prototypes.parameters())
+        """Parameters the optimiser should not weight-decay: the prototypes (and the bridge's potential) when
+        ``prototype_decay`` is False."""
+        if self.cfg.prototype_decay:
+            return []
+        return list(self.prototypes.parameters()) + (list(self.potential.parameters()) if self.potential else [])
+
+    def transport(self, xb: Tensor) -> Tensor:
+        """ψ_p(x̂) (B, D): the mean of the learnt plan of Eq. (13) under θ_ψp (reading ``dpl_loss="bridge"``)."""
+        pl, pm, ps = self.potential.params()
+        return bridge.plan_mean(xb, pl, pm, ps, self.cfg.eps)
 
     def _require_init(self):
         if getattr(self, "_init_seen", False):   # checked once: reading the CUDA buffer is a host sync
@@ -207,10 +254,11 @@ class DPDLModel(nn.Module):
         la, mu, sigma = self._proto_params()
         flat = x.flatten(1)
         xb = self.to_bridge(flat)
-        if self.cfg.residual == "nearest":
+        if self.cfg.residual in ("nearest", "bridge"):
+            y = self.transport(xb) if self.cfg.residual == "bridge" else xb
             with torch.no_grad():
-                c_star = bridge._component_log_density(xb, mu, sigma, self.cfg.eps).argmax(dim=1)
-            r, c_plan = (xb - mu[c_star]) / sigma[c_star], c_star
+                c_star = bridge._component_log_density(y, mu, sigma, self.cfg.eps).argmax(dim=1)
+            r, c_plan = (y - mu[c_star]) / sigma[c_star], c_star
         else:
             r, c_plan, c_star = prototype_residual(xb, la, mu, sigma, self.cfg.eps, sample=sample, generator=generator)
         if self.cfg.bridge_input == "unit":       # back to the feature's scale, so M_r sees inputs like M_a's
@@ -289,6 +337,9 @@ class DPDLModel(nn.Module):
             if cfg.dpl_loss == "margin":
                 scale = cfg.dpl_weight
                 ln, la_ = bridge.dpl_margin_losses(xb[normal], xb[anomal], la, mu, sigma, cfg.eps, cfg.dpl_margin)
+            elif cfg.dpl_loss == "bridge":
+                scale = cfg.dpl_weight
+                ln, la_ = self._bridge_losses(xb[normal], xb[anomal], la, mu, sigma)
             else:
                 per_dim = cfg.eps / (1.0 if cfg.bridge_input == "unit" else self.D)
                 scale = cfg.dpl_weight * (per_dim if cfg.dpl_scale == "per_dim" else 1.0)
@@ -302,5 +353,25 @@ class DPDLModel(nn.Module):
             total = total + (cfg.lam * v if name == "dfl" else v)
         terms["total"] = total                                          # Eq. (23)
         return terms
+
+    def _bridge_losses(self, xn: Tensor, xa: Tensor, la: Tensor, mu: Tensor, sigma: Tensor):
+        """Reading ``dpl_loss="bridge"`` of Eqs. (16)–(17): (L^n, L^a), a term None without its rows.
+
+        L^n = ε·sb_loss(θ_ψp; x̂ⁿ detached → µ_c detached) + mean d(ψ_p(x̂ⁿ)): Eq. (16)'s LightSB objective with the
+        bridge's own potential θ_ψp and the prototype means as the (fixed) target samples, as Eq. (16) prints them (a
+        sample of N(µ_c, εσ_c) would lie far off the unit sphere: its noise has ‖·‖² ≈ εD ≈ 6 at D = 6272, against
+        ‖µ_c‖² ≤ 1); then the transported normals draw the prototypes (and the features) together.
+        L^a = mean max(0, m + d̄ⁿ − d(ψ_p(x̂ᵃ))), the transport margin (bounded, in place of the printed L^a).
+        """
+        cfg, pl, pm, ps = self.cfg, *self.potential.params()
+        sb = psi_n = psi_a = None
+        if len(xn):
+            const = -0.5 * xn.shape[1] * math.log(2.0 * math.pi * cfg.eps)   # log N(·)'s constant, as in d: O(1)
+            sb = cfg.eps * (bridge.sb_loss(xn.detach(), mu.detach(), pl, pm, ps, cfg.eps) + const)
+            psi_n = bridge.plan_mean(xn, pl, pm, ps, cfg.eps)
+        if len(xa):
+            psi_a = bridge.plan_mean(xa, pl, pm, ps, cfg.eps)
+        ln, la_ = bridge.dpl_margin_losses(psi_n, psi_a, la, mu, sigma, cfg.eps, cfg.dpl_margin)
+        return (sb + ln if ln is not None else None), la_
 
     check_finite = staticmethod(check_finite)

@@ -131,8 +131,6 @@ class Net(nn.Module):
         """(net, frozen extractor or None, blob) from a ``model.pt``; the net in eval mode, on the CPU.
 
         Raises ValueError (one sentence) for a file that is not a model written by ``dpdl train``."""
-        from .backbones import build_backbone
-        from .methods import build_method
         p = Path(path)
         try:
             blob = torch.load(p, map_location="cpu", weights_only=True)
@@ -143,11 +141,32 @@ class Net(nn.Module):
             raise ValueError(f"{p} is not a model.pt written by this version of dpdl train "
                              f"(format {blob.get('format') if isinstance(blob, dict) else None!r}, "
                              f"expected {MODEL_FORMAT}); retrain it")
+        try:
+            return cls._rebuild(p, blob, weights)
+        except (KeyError, TypeError, IndexError, AttributeError, RuntimeError, ValueError) as exc:
+            if isinstance(exc, ValueError) and ("weight" in str(exc) or str(p) in str(exc)):
+                raise
+            text = (str(exc).splitlines() or [""])[0][:150]
+            raise ValueError(f"{p} cannot be rebuilt as a model of dpdl train ({type(exc).__name__}: {text}); "
+                             "retrain it") from None
+
+    @classmethod
+    def _rebuild(cls, p: Path, blob: dict, weights):
+        from .backbones import build_backbone, feature_shape
+        from .methods import build_method
         binfo, prof = blob["backbone"], blob["profile"]
-        c, h, w = blob["feature_shape"]
-        backbone = build_backbone(binfo["name"], binfo["layers"], weights=weights or blob.get("weights"),
-                                  image_size=prof["image_size"], pretrained=blob["backbone_state"] is None,
-                                  map_size=binfo.get("map_size", 0))
+        expected = list(feature_shape(binfo["name"], binfo["layers"], prof["image_size"], binfo.get("map_size", 0)))
+        if list(blob["feature_shape"]) != expected:     # a crafted shape would allocate without bound
+            raise ValueError(f"{p} has feature_shape {blob['feature_shape']!r} where its backbone "
+                             f"{binfo['name']} gives {expected}: the file was altered; retrain it")
+        c, h, w = expected
+        try:
+            backbone = build_backbone(binfo["name"], binfo["layers"], weights=weights or blob.get("weights"),
+                                      image_size=prof["image_size"], pretrained=blob["backbone_state"] is None,
+                                      map_size=binfo.get("map_size", 0))
+        except RuntimeError as exc:   # load_state_dict: the weight file is of another network
+            raise ValueError(f"weight file {weights or blob.get('weights')} does not fit backbone {binfo['name']} "
+                             f"({(str(exc).splitlines() or [''])[0][:100]})") from None
         adapter = Adapter(c, blob["adapter_dim"])
         method = build_method(blob["method"], adapter.out_channels, (h, w), blob["method_options"])
         adapter.load_state_dict(blob["adapter"])

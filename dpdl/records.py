@@ -85,8 +85,59 @@ def utc_now() -> str:
 
 
 def read_record(path: str | os.PathLike) -> dict:
+    """The record in ``path``; a file that holds JSON but not a JSON object is a ValueError naming it."""
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+        rec = json.load(fh)
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path} is not a run record: expected a JSON object, found a {type(rec).__name__}")
+    return rec
+
+
+def holds_finished_run(folder: str | os.PathLike) -> bool:
+    """True when ``folder/run.json`` is a readable record with status ``"ok"`` (of this schema)."""
+    try:
+        rec = read_record(Path(folder) / "run.json")
+    except (OSError, ValueError):
+        return False
+    return rec.get("status") == "ok" and rec.get("schema") == SCHEMA_VERSION
+
+
+def write_run_files(out: str | os.PathLike, writers: dict) -> None:
+    """Write a finished run's files into ``out`` so that a failure leaves ``out`` as it was.
+
+    ``writers``: ``{file name: callable(path)}``, ``run.json`` among them. Every file is written first into a
+    fresh sibling folder ``.<name>.partial-<pid>`` and only then moved into ``out`` (``run.json`` last), so an old
+    finished run stays until the new one is complete. A write that fails (full disk, ``ulimit -f``) removes the
+    partial folder and raises an ``OSError`` that names the file of ``out`` it was writing."""
+    import errno
+    import shutil
+    out = Path(out)
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    names = sorted(writers, key=lambda n: n == "run.json")     # run.json last
+    current = out
+    try:
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        for name in names:
+            current = out / name
+            writers[name](stage / name)
+        current = out
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            current = out / name
+            os.replace(stage / name, out / name)
+    except (OSError, RuntimeError) as exc:   # torch.save reports a failed write as a RuntimeError
+        code = getattr(exc, "errno", None) or errno.EIO
+        reason = getattr(exc, "strerror", None) or _first_line_of(exc)
+        raise OSError(code, f"cannot write the run's files ({reason}); the folder's earlier files are kept",
+                      str(current)) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _first_line_of(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def iter_records(root: str | os.PathLike) -> Iterator[dict]:

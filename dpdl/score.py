@@ -34,10 +34,17 @@ def load_trained(model_dir: str | os.PathLike, weights: str | None = None) -> Tr
     if not p.is_file():
         raise FileNotFoundError(f"--model: no trained model at {p}: expected the --out folder of `dpdl train` "
                                 "(or its model.pt)")
+    if weights is not None:
+        from .backbones import _load_state
+        from .checks import input_file
+        try:
+            _load_state(input_file(weights, "--weights"))
+        except ValueError as exc:
+            raise ValueError(f"--weights {exc}" if not str(exc).startswith("--weights") else str(exc)) from None
     try:
         net, extractor, blob = Net.load(p, weights=weights)
     except ValueError as exc:
-        raise ValueError(f"--model {exc}") from None
+        raise ValueError(f"{'--weights' if weights and str(weights) in str(exc) else '--model'} {exc}") from None
     cfg = blob["config"]
     info = {"model": str(p), "dataset": cfg["dataset"], "profile": blob["profile"]["name"],
             "backbone": blob["backbone"]["name"], "method": blob["method"], "seed": cfg["seed"],

@@ -8,8 +8,11 @@ its run record, for every method of :mod:`dpdl.methods` (DPDL, DevNet, DRA, kNN)
   disk cache, dpdl.features; a small adapter and the method train on top) and **image mode** (``paper``: the
   backbone fine-tuned end to end at 448 px, images through a DataLoader, pseudo anomalies made on the fly).
 * ``run(RunConfig(...))`` returns the run record (schema: dpdl.records) and, with ``out`` set, writes
-  ``out/run.json`` (atomically), ``out/model.pt`` (:meth:`Net.save`; scored by ``dpdl score``) and
-  ``out/scores.json``. A non-finite loss stops the run: status ``"failed"``, an error naming the step and term.
+  ``out/run.json``, ``out/model.pt`` (:meth:`Net.save`; scored by ``dpdl score``) and ``out/scores.json``, all
+  three only once the run has finished (:func:`dpdl.records.write_run_files`: an old run in ``out`` stays until
+  then). A non-finite loss stops the run: status ``"failed"``, an error naming the step and term; its record never
+  replaces a finished one (it goes to ``out/run.failed.json`` then). Bad input found mid-run (an unreadable image)
+  is a ValueError and writes nothing.
 
 The loop reads loss values once per epoch (no host synchronisation per step): a non-finite term is found at the
 epoch's end, and the error still names its first step and term.
@@ -34,14 +37,18 @@ from tqdm.auto import tqdm
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 from .backbones import check_backbone, feature_shape, parse_layers, weights_path
+from .checks import check_weight_file
 from .config import Profile, get_profile
 from .methods import METHODS, check_options, method_class
 from .modes import embed_all, evaluate, prepare_features, seed_everything, setup_features, setup_images  # noqa: F401
-from .model import PAPER_DEFAULTS
+from .model import PAPER_DEFAULTS, paper_defaults, paper_lam
 from .net import Net
-from .records import SCHEMA_VERSION, atomic_write_json, code_version, utc_now
+from .records import (SCHEMA_VERSION, atomic_write_json, code_version, holds_finished_run, utc_now,
+                      write_run_files)
 
 HEAD_NAMES = ("n", "a", "r")
+PROTOTYPES_MAX = 4096    # --prototypes: the paper uses C = 32; more than this is a typo, not a study
+IMAGE_SIZE_MAX = 2048    # --set image_size: the paper trains at 448 px; larger would not fit a GPU's memory
 DEFAULTS = PAPER_DEFAULTS  # the paper's C, eps, kappa, lam, heads: defined once, in dpdl.model
 
 
@@ -67,7 +74,7 @@ class RunConfig:
     prototypes: int = PAPER_DEFAULTS["prototypes"]
     eps: float = PAPER_DEFAULTS["eps"]
     kappa: float = PAPER_DEFAULTS["kappa"]
-    lam: float = PAPER_DEFAULTS["lam"]
+    lam: float | None = None             # None: the paper's λ for the dataset (dpdl.model.paper_lam, Sec. 5.7)
     method_options: dict = field(default_factory=dict)  # more fields of the method's config (dpdl.methods)
     data_root: str | None = None
     out: str | None = None
@@ -76,6 +83,10 @@ class RunConfig:
     overrides: dict = field(default_factory=dict)  # profile fields changed for this run (tuning, benchmarks)
     overwrite: bool = False              # replace an existing finished out/run.json
     eval_on: str = "test"                # "val": train on the reduced training split, score its validation split
+
+    def __post_init__(self):
+        if self.lam is None:
+            self.lam = paper_lam(self.dataset)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -103,19 +114,19 @@ def variant_tag(cfg: RunConfig) -> str:
     a baseline's tag is its method name (``"dra"``), with its options if any (``"knn+memory=5000"``)."""
     if cfg.method != "dpdl":
         return "+".join([cfg.method] + _option_tags(cfg.method_options or {}))
-    tags = []
+    defaults, tags = paper_defaults(cfg.dataset), []
     if not cfg.use_dpl:
         tags.append("no_dpl")
     if not cfg.use_dfl:
         tags.append("no_dfl")
     heads = ",".join(parse_heads(cfg.heads))
-    if heads != DEFAULTS["heads"]:
+    if heads != defaults["heads"]:
         tags.append(f"heads={heads}")
-    if cfg.prototypes != DEFAULTS["prototypes"]:
+    if cfg.prototypes != defaults["prototypes"]:
         tags.append(f"C={cfg.prototypes}")
     for name in ("eps", "kappa", "lam"):
         value = getattr(cfg, name)
-        if float(value) != DEFAULTS[name]:
+        if float(value) != defaults[name]:
             tags.append(f"{name}={float(value):g}")
     return "+".join(tags + _option_tags(cfg.method_options or {})) or "full"
 
@@ -149,7 +160,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available on this machine")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"profile field device {name!r} (--set device) is not a device: expected auto, cpu, cuda "
+                         "or cuda:N") from None
 
 
 def roc_metrics(labels, scores) -> dict:
@@ -174,31 +189,40 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
     backbone = cfg.backbone or profile.backbone
     check_backbone(backbone)
     weights_path(backbone, cfg.weights)  # missing weights: one clear FileNotFoundError before any work
+    if cfg.weights:                      # a weight file that cannot be read or fits no backbone: before any work
+        check_weight_file(backbone, cfg.weights)
     parse_layers(profile.feature_layers)
     parse_heads(cfg.heads)
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}: expected one of {', '.join(METHODS)}")
     if cfg.method != "dpdl":
         changed = [k for k in ("use_dpl", "use_dfl", "heads", "prototypes", "eps", "kappa", "lam")
-                   if getattr(cfg, k) != RunConfig.__dataclass_fields__[k].default]
+                   if getattr(cfg, k) != paper_defaults(cfg.dataset).get(k, RunConfig.__dataclass_fields__[k].default)]
         if changed:
             raise ValueError(f"{', '.join(changed)} are options of DPDL, not of method {cfg.method!r}")
     if cfg.setting not in ("general", "hard"):
         raise ValueError(f"unknown setting {cfg.setting!r}: expected 'general' or 'hard'")
     if cfg.setting == "hard" and not cfg.known_class:
         raise ValueError("the hard setting needs --known-class (the one anomaly class seen in training)")
-    for name, low in (("anomalies", 0), ("seed", 0), ("prototypes", 1)):
+    for name, low, high in (("anomalies", 0, None), ("seed", 0, 2**32 - 1), ("prototypes", 1, PROTOTYPES_MAX)):
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} (--{name}) must be an integer >= {low}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} (--{name}) must be an integer, got {value!r}")
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"{name} (--{name}) must be between {low} and {high}, got {value}" if high is not None
+                             else f"{name} (--{name}) must be >= {low}, got {value}")
+    if not 8 <= profile.image_size <= IMAGE_SIZE_MAX:
+        raise ValueError(f"profile field image_size (--set image_size) must be between 8 and {IMAGE_SIZE_MAX} "
+                         f"pixels, got {profile.image_size}")
     for name, strict in (("eps", True), ("kappa", True), ("lam", False)):  # bridge noise, DFL concentration, weight
         value = float(getattr(cfg, name))
         if not (value > 0 if strict else value >= 0) or not math.isfinite(value):
             raise ValueError(f"{name} (--{name}) must be a finite number {'>' if strict else '>='} 0, got {value}")
-    from .checks import data_root, output_dir
+    from .checks import cache_folder, data_root, output_dir
     data_root(cfg.data_root)
     if cfg.out:
         output_dir(cfg.out, "--out")
+    cache_folder()
     if profile.batch_size < 3:
         raise ValueError(f"batch size must be >= 3, got {profile.batch_size}")
     from .model import BINARY_LOSSES
@@ -214,7 +238,7 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
     if profile.feature_cache and profile.finetune_backbone:
         raise ValueError("a profile cannot both fine-tune the backbone and cache its features")
     if cfg.out and not cfg.overwrite:
-        p = Path(cfg.out) / "run.json"
+        p = Path(cfg.out).expanduser() / "run.json"
         if p.exists():
             try:
                 from .records import read_record
@@ -372,7 +396,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     run_id = cfg.run_id or default_run_id(cfg, backbone)
     record = _base_record(cfg, profile, backbone, run_id)
     record["method_options"] = method_options(cfg, profile)
-    out = Path(cfg.out) if cfg.out else None
+    out = Path(cfg.out).expanduser() if cfg.out else None
     split = _split(cfg)
     record["split"] = {"fingerprint": split.fingerprint, **split.counts(),
                        "test_anomaly_classes": list(split.test_anomaly_classes),
@@ -381,7 +405,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     torch.use_deterministic_algorithms(True, warn_only=True)
     if profile.threads:
         torch.set_num_threads(profile.threads)
-    timings, train = {}, None
+    timings, train, writers = {}, None, {}
     try:
         net, setup, labels, scores, timings, train = _train_and_test(cfg, profile, backbone, split, device, progress)
         record.update(setup.extra)
@@ -390,24 +414,26 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         record["metrics"] = roc_metrics(labels, scores)
         record["status"] = "ok"
         if out is not None:
-            net.save(out / "model.pt", {"method": cfg.method, "method_options": record["method_options"],
-                                        "config": cfg.to_dict(), "profile": profile.to_dict(),
-                                        "backbone": setup.extra.get("backbone_info"), "weights": cfg.weights,
-                                        "feature_shape": list(feature_shape(backbone, profile.feature_layers,
-                                                                            profile.image_size, profile.map_size)),
-                                        "adapter_dim": net.adapter.dim})
+            meta = {"method": cfg.method, "method_options": record["method_options"], "config": cfg.to_dict(),
+                    "profile": profile.to_dict(), "backbone": setup.extra.get("backbone_info"),
+                    "weights": cfg.weights, "adapter_dim": net.adapter.dim,
+                    "feature_shape": list(feature_shape(backbone, profile.feature_layers, profile.image_size,
+                                                        profile.map_size))}
             test = split.test_normal + split.test_anomaly
-            atomic_write_json(out / "scores.json", {"keys": [s.key for s in test], "labels": labels.tolist(),
-                                                    "classes": [s.cls for s in test],
-                                                    "scores": [float(v) for v in scores]})
+            score_blob = {"keys": [s.key for s in test], "labels": labels.tolist(), "classes": [s.cls for s in test],
+                          "scores": [float(v) for v in scores]}
+            writers = {"model.pt": lambda path: net.save(path, meta),
+                       "scores.json": lambda path: atomic_write_json(path, score_blob)}
     except NonFiniteLossError as exc:
         record["status"], record["error"] = "failed", str(exc)
-    except Exception as exc:  # a bug or a broken file mid-run: leave a failed record behind, then raise
+    except (ValueError, OSError):  # bad input found mid-run (an unreadable image, a bad option): nothing written
+        raise
+    except Exception as exc:  # a bug mid-run: leave a failed record behind (never over a finished one), then raise
         record["status"], record["error"] = "failed", f"{type(exc).__name__}: {exc}"
         if out is not None:
             record["timings"] = {"total_s": round(time.perf_counter() - t_start, 4)}
             record["host"] = host_info(device)
-            atomic_write_json(out / "run.json", _jsonable(record))
+            write_failed_record(out, record)
         raise
     finally:
         torch.use_deterministic_algorithms(det_was)
@@ -419,9 +445,19 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     record["timings"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()}
     record["host"] = host_info(device)
     record["host"]["threads"] = profile.threads or threads_was
-    if out is not None:
-        atomic_write_json(out / "run.json", _jsonable(record))
+    if out is not None and record["status"] == "ok":
+        write_run_files(out, {**writers, "run.json": lambda path: atomic_write_json(path, _jsonable(record))})
+    elif out is not None:
+        write_failed_record(out, record)
     return record
+
+
+def write_failed_record(out: Path, record: dict) -> Path:
+    """Write a failed run's record: ``out/run.json``, unless ``out`` holds a finished run, which is kept (the
+    failed attempt's record then goes to ``out/run.failed.json``). Returns the path written."""
+    path = out / ("run.failed.json" if holds_finished_run(out) else "run.json")
+    atomic_write_json(path, _jsonable(record))
+    return path
 
 
 def _jsonable(obj):

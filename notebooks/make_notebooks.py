@@ -16,8 +16,9 @@ from dpdl.model import PAPER_DEFAULTS
 
 def _paper_defaults() -> str:
     """The parameter lines of the paper's hyper-parameters, from their one source (dpdl.model.PAPER_DEFAULTS)."""
-    notes = {"prototypes": "C", "eps": "epsilon", "lam": "lambda"}
-    return "\n".join(f"{k} = {PAPER_DEFAULTS[k]!r}" + (f"  # {notes[k]}" if k in notes else "")
+    notes = {"prototypes": "C", "eps": "epsilon", "lam": "lambda; None: the paper's per dataset (dpdl.model.paper_lam)"}
+    values = {**PAPER_DEFAULTS, "lam": None}
+    return "\n".join(f"{k} = {values[k]!r}" + (f"  # {notes[k]}" if k in notes else "")
                      for k in ("heads", "prototypes", "eps", "kappa", "lam"))
 
 HERE = Path(__file__).resolve().parent

@@ -162,3 +162,16 @@ def test_saved_model_scores_like_the_run(method_runs, method):
     keys = saved["keys"][:6]
     got = score_images(model, [test[k].path for k in keys])
     assert np.allclose(got, saved["scores"][:6], rtol=1e-3, atol=1e-3)
+
+
+def test_devnet_and_dra_train_under_their_public_code_in_the_paper_profile():
+    """DevNet (DRA's repository): Adam, StepLR(10, 0.1), clip 1.0; DRA also 30 epochs and its 16/16/16 batch;
+    the cpu profile keeps its own settings for every method."""
+    from dpdl.config import get_profile
+    from dpdl.train import method_profile
+    dev = method_profile(get_profile("paper"), "devnet")
+    assert (dev.optimizer, dev.lr_step, dev.lr_gamma, dev.grad_clip, dev.epochs) == ("adam", 10, 0.1, 1.0, 50)
+    dra = method_profile(get_profile("paper"), "dra")
+    assert (dra.optimizer, dra.lr_step, dra.grad_clip, dra.epochs, dra.pseudo_slots) == ("adam", 10, 1.0, 30, "normal")
+    assert method_profile(get_profile("cpu"), "devnet") == get_profile("cpu")
+    assert method_profile(get_profile("paper"), "dpdl") == get_profile("paper")

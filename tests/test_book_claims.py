@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from dpdl import paper
+from dpdl.model import paper_lam
 from dpdl.study import analysis, claims, tables
 
 PROFILE = "cpu"
@@ -20,7 +21,7 @@ PROFILE = "cpu"
 
 def write(root, run_id, dataset, setting, m, seed, auc, known_class=None, method=None, status="ok", **cfg):
     config = {"dataset": dataset, "setting": setting, "known_class": known_class, "anomalies": m, "seed": seed,
-              "heads": "n,a,r", "prototypes": 32, "eps": 1e-3, "kappa": 10.0, "lam": 1.0, "use_dpl": True,
+              "heads": "n,a,r", "prototypes": 32, "eps": 1e-3, "kappa": 10.0, "lam": paper_lam(dataset), "use_dpl": True,
               "use_dfl": True}
     config.update(cfg)
     rec = {"status": status, "error": None, "run_id": run_id, "profile": PROFILE, "dataset": dataset,

@@ -39,7 +39,7 @@ def _record(run_id, dataset, setting, anomalies, seed, auc, known_class=None, va
     return {"schema": 1, "status": status, "error": None, "run_id": run_id, "profile": "cpu",
             "config": {"dataset": dataset, "setting": setting, "known_class": known_class, "anomalies": anomalies,
                        "seed": seed, "profile": "cpu", "use_dpl": variant != "no_dpl", "use_dfl": True,
-                       "heads": "n,a,r", "prototypes": 32, "eps": 1e-3, "kappa": 10.0, "lam": 1.0},
+                       "heads": "n,a,r", "prototypes": 32, "eps": 1e-3, "kappa": 10.0, "lam": 0.01},
             "dataset": dataset, "setting": setting, "known_class": known_class, "anomalies": anomalies,
             "seed": seed, "backbone": "mobilenet_v2", "variant": variant,
             "metrics": {"auc": auc, "ap": auc}, "split": {"fingerprint": "0123456789abcdef"},

@@ -47,8 +47,8 @@ def test_config_validation(kw, name):
 def test_config_defaults_and_heads_string():
     c = DPDLConfig()
     assert (c.prototypes, c.eps, c.kappa, c.lam, c.use_dpl, c.use_dfl, c.heads, c.topk_ratio, c.dpl_scale,
-            c.binary_loss) == (32, 1e-3, 10.0, 1.0, True, True, ("n", "a", "r"), 0.1, "per_dim", "deviation")
-    assert (c.alpha_param, c.bridge_input, c.dpl_loss, c.residual) == ("eps_scaled", "unit", "margin", "nearest")
+            c.binary_loss) == (32, 1e-3, 10.0, 0.01, True, True, ("n", "a", "r"), 0.1, "per_dim", "deviation")
+    assert (c.alpha_param, c.bridge_input, c.dpl_loss, c.residual) == ("eps_scaled", "unit", "bridge", "bridge")
     assert DPDLConfig(heads="r,a").heads == ("a", "r")
 
 

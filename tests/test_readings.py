@@ -18,7 +18,7 @@ from dpdl.prototypes import MultiGaussianPrototypes
 
 CF, HW = 8, (4, 4)
 D = CF * HW[0] * HW[1]
-CHOSEN = dict(alpha_param="eps_scaled", bridge_input="unit", dpl_loss="margin", residual="nearest",
+MARGIN = dict(alpha_param="eps_scaled", bridge_input="unit", dpl_loss="margin", residual="nearest",
               log_sigma_bound=3.0, prototype_decay=False)
 
 
@@ -88,7 +88,7 @@ def test_eps_scaled_alpha_same_init_and_a_real_gradient():
     a, b = model(eps=1e-3, alpha_param="softmax"), model(eps=1e-3, alpha_param="eps_scaled")
     torch.testing.assert_close(a.prototypes.log_alpha, b.prototypes.log_alpha)
     x, y = feats(12, 5), torch.tensor([0.0] * 8 + [1.0] * 4)
-    m = model(eps=1e-3, **CHOSEN)
+    m = model(eps=1e-3, **MARGIN)
     m.losses(x, y)["total"].backward()
     ga = m.prototypes.logits_alpha.grad
     assert ga is not None and float(ga.abs().max()) > 1e-2            # was ~1e-9 with the printed reading
@@ -109,7 +109,7 @@ def test_sigma_bound():
 
 
 def test_unit_input_makes_the_dpl_terms_scale_free():
-    m = model(eps=1e-2, **CHOSEN)
+    m = model(eps=1e-2, **MARGIN)
     x, y = feats(12, 7), torch.tensor([0.0] * 8 + [1.0] * 4)
     t1, t2 = m.losses(x, y), m.losses(3.0 * x, y)
     for k in ("dpl_n", "dpl_a"):
@@ -118,7 +118,7 @@ def test_unit_input_makes_the_dpl_terms_scale_free():
 
 @pytest.mark.parametrize("residual", ["plan", "nearest"])
 def test_prototypes_enter_the_score_only_with_the_nearest_residual(residual):
-    m = model(eps=1e-3, **{**CHOSEN, "residual": residual}).eval()
+    m = model(eps=1e-3, **{**MARGIN, "residual": residual}).eval()
     x = feats(16, 9)
     with torch.no_grad():
         s0 = m.score(x)
@@ -140,7 +140,8 @@ def test_prototypes_enter_the_score_only_with_the_nearest_residual(residual):
 def test_no_decay_parameters():
     assert model(prototype_decay=True).no_decay_parameters() == []
     m = model(prototype_decay=False)
-    assert {id(p) for p in m.no_decay_parameters()} == {id(p) for p in m.prototypes.parameters()}
+    own = list(m.prototypes.parameters()) + (list(m.potential.parameters()) if m.potential is not None else [])
+    assert {id(p) for p in m.no_decay_parameters()} == {id(p) for p in own}
 
 
 class TinyBackbone(nn.Module):
@@ -191,12 +192,13 @@ def _finetune(steps, lr, **kw):
 
 def test_the_defaults_are_the_chosen_reading():
     c = DPDLConfig()
-    assert all(getattr(c, k) == v for k, v in CHOSEN.items())
+    chosen = {**MARGIN, "dpl_loss": "bridge", "residual": "bridge"}     # the bridge reading (tests/test_bridge_reading)
+    assert all(getattr(c, k) == v for k, v in chosen.items())
 
 
 def test_every_term_stays_bounded_with_a_trainable_feature_map():
-    hist, m = finetune(**CHOSEN)
-    b = CHOSEN["log_sigma_bound"]
+    hist, m = finetune(**MARGIN)
+    b = MARGIN["log_sigma_bound"]
     lower = -1e-3 * D * b                                  # d ≥ ε Σ log σ ≥ −ε D b (log α ≤ 0, distances ≥ 0)
     for h in hist:
         assert h["dpl_n"] >= lower - 1e-6

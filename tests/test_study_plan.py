@@ -44,12 +44,13 @@ def test_cpu_and_paper_profiles_expand():
     assert "mvtec_carpet" in cpu.skipped or os.environ.get("DPDL_DATA")
     if get_dataset("elpv").available()[0]:
         ids = {r.run_id for r in cpu.runs}
-        assert "elpv__hard-mono__M1__s4__full" in ids and "elpv__general__M10__s1__lam=0.01" in ids
+        assert "elpv__hard-mono__M1__s4__full" in ids and "elpv__general__M10__s1__lam=1" in ids
+        assert not any(i.endswith("__lam=0.01") for i in ids)  # ELPV's paper λ (Sec. 5.7) is its "full" run
         assert "elpv__general__M10__s1__no_dfl" in ids and "elpv__hard-poly__M10__s1__heads=n+r" in ids
         assert "elpv__general__M10__s2__no_dfl" in ids          # ablations: three seeds in the cpu profile
         assert "elpv__general__M10__s3__no_dfl" not in ids
-        assert "elpv__general__M10__s2__lam=0.01" in ids        # sensitivity grid: three seeds too
-        assert "elpv__general__M10__s3__lam=0.01" not in ids
+        assert "elpv__general__M10__s2__lam=1" in ids           # sensitivity grid: three seeds too
+        assert "elpv__general__M10__s3__lam=1" not in ids
     paper = P.expand("paper", check_available=False)
     assert len(paper.runs) > 1000
 
@@ -72,11 +73,45 @@ def test_run_id_and_variants():
 
 def test_variant_tags_agree_with_training():
     from dpdl.train import RunConfig, variant_tag
-    for tag in ("full", "no_dpl", "no_dfl", "heads=a,r", "C=16", "eps=0.0001", "kappa=50", "lam=0.01"):
+    for tag in ("full", "no_dpl", "no_dfl", "heads=a,r", "C=16", "eps=0.0001", "kappa=50", "lam=1", "lam=0.1"):
         over = P.parse_variant(tag)
         cfg = RunConfig(dataset="synthetic", **over)
         assert variant_tag(cfg) == tag
         assert P.record_variant(cfg.to_dict()) == tag
+
+
+def test_lambda_per_dataset():
+    """Sec. 5.7: λ = 0.01 on the larger datasets, 1 on BrainMRI and HeadCT; "lam=<v>" always means that λ."""
+    from dpdl.model import paper_lam
+    from dpdl.train import RunConfig, method_options
+    from dpdl.config import get_profile
+    assert [paper_lam(d) for d in ("elpv", "sdd", "mvtec_carpet", "brainmri", "headct")] == [0.01] * 3 + [1.0] * 2
+    for ds, lam in (("elpv", 0.01), ("brainmri", 1.0)):
+        cfg = RunConfig(**P.RunSpec(ds).config("cpu"))
+        assert cfg.lam == lam and method_options(cfg, get_profile("cpu"))["lam"] == lam
+        assert RunConfig(dataset=ds).lam == lam                     # `dpdl train` without --lam
+    assert P.RunSpec("elpv", variant="lam=1", overrides=(("lam", 1.0),)).config("cpu")["lam"] == 1.0
+    assert P.variant_tag({"lam": 1.0}, dataset="brainmri") == "full"
+    assert P.variant_tag({"lam": 0.01}, dataset="brainmri") == "lam=0.01"
+    assert P.record_variant({"dataset": "elpv", "lam": 1.0}) == "lam=1"
+
+
+def test_records_with_the_old_lambda_are_outdated():
+    """A study record of ELPV's "full" made with λ = 1 (before λ per dataset) is outdated; its "lam=1" is not."""
+    from dpdl.study.outdated import method_changes
+    from dpdl.train import RunConfig, method_options
+    from dpdl.config import get_profile
+
+    def record(tag, ds, lam):
+        over = tuple(sorted(P.parse_variant(tag).items()))
+        cfg = RunConfig(**{**P.RunSpec(ds, variant=tag, overrides=over).config("cpu"), "lam": lam})
+        return {"config": cfg.to_dict(), "method_options": method_options(cfg, get_profile("cpu")),
+                "study": {"variant": tag}}
+    assert method_changes(record("full", "elpv", 1.0), "cpu") == ["method:lam"]
+    assert method_changes(record("full", "elpv", 0.01), "cpu") == []
+    assert method_changes(record("lam=1", "elpv", 1.0), "cpu") == []
+    assert method_changes(record("full", "brainmri", 1.0), "cpu") == []
+    assert method_changes(record("no_dfl", "sdd", 1.0), "cpu") == ["method:lam"]
 
 
 def test_clean_stale_tmp(tmp_path):
@@ -94,7 +129,7 @@ def _record(root, rid, dataset, setting, kc, m, seed, auc, status="ok", **cfg):
     d = root / "runs" / "t" / rid
     d.mkdir(parents=True)
     config = dict(dataset=dataset, setting=setting, known_class=kc, anomalies=m, seed=seed, heads="n,a,r",
-                  prototypes=32, eps=1e-3, kappa=10.0, lam=1.0, use_dpl=True, use_dfl=True)
+                  prototypes=32, eps=1e-3, kappa=10.0, lam=0.01, use_dpl=True, use_dfl=True)
     config.update(cfg)
     rec = dict(status=status, error=None if status == "ok" else "boom", run_id=rid, dataset=dataset, setting=setting,
                known_class=kc, anomalies=m, seed=seed, config=config, metrics={"auc": auc, "ap": auc},

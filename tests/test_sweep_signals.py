@@ -50,6 +50,14 @@ def wait_for(cond, timeout: float, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
+def stop_with(proc: subprocess.Popen, sig: int, timeout: float) -> tuple[str, float]:
+    """Send ``sig`` to ``proc`` and wait for it: (its stderr, seconds it took to end)."""
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=timeout)[1]
+    return err, time.monotonic() - t0
+
+
 def kernel_dirs() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("dpdl-kernel-*-*") if p.name.split("-")[2].isdigit()}
 
@@ -83,10 +91,7 @@ def test_a_signal_stops_the_sweep_keeping_finished_runs(sig, tmp_path):
         time.sleep(1.0)                                     # the next run's kernel is starting or running
         wait_for(lambda: in_flight(root), 60, "a run in flight")
         done_before, flying = finished(root), in_flight(root)
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
-        took = time.monotonic() - t0
+        err, took = stop_with(proc, sig, 60)
     finally:
         proc.kill()
     print(f"{sig.name}: the sweep ended {took:.1f} s after the signal; in flight were {flying}")

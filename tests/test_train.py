@@ -223,7 +223,7 @@ def test_eval_on_val_scores_the_validation_split_and_prototypes_skip_weight_deca
     val = validation_split(make_split("synthetic", anomalies=4, seed=1), 1)
     assert rec["status"] == "ok" and rec["split"]["fingerprint"] == val.fingerprint
     assert rec["split"]["test_normal"] == 25 and rec["split"]["test_anomaly"] == 2   # no test image scored
-    assert rec["dpdl_config"]["dpl_margin"] == 0.2 and rec["dpdl_config"]["dpl_loss"] == "margin"
+    assert rec["dpdl_config"]["dpl_margin"] == 0.2 and rec["dpdl_config"]["dpl_loss"] == "bridge"
     from dpdl.methods import build_method
     from dpdl.net import Adapter, Net
     for decay in (True, False):

@@ -215,6 +215,39 @@ def _execute_one(src: str, dst: str, profile: str, results: str, cwd: str) -> st
     return None
 
 
+def _worker_init() -> None:
+    """In each notebook worker: Ctrl-C is left to the build (which stops the workers); SIGTERM kills the worker's
+    kernel first; a worker whose build died (even ``kill -9``) kills its kernel and exits within a second."""
+    import signal
+
+    from ..kernels import kill_kernels
+    from ..study.local import exit_with_parent
+
+    def on_term(signum, frame):
+        kill_kernels()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
+    exit_with_parent(on_exit=kill_kernels)
+
+
+def _stop_pool(pool, grace_s: float = 2.0) -> None:
+    """Stop a notebook pool now: queued notebooks cancelled, workers SIGTERM-ed (each kills its kernel), SIGKILL
+    after ``grace_s``; no process is left behind."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1.0)
+
+
 def execute_reports(names: Iterable[str], notebooks_dir: Path, gen_dir: Path, profile: str,
                     results: Path, execute: bool = True, jobs: int | None = None, log=print) -> dict[str, float]:
     """Execute each report notebook with papermill into ``gen_dir`` (``jobs`` at a time); seconds per notebook.
@@ -243,19 +276,27 @@ def execute_reports(names: Iterable[str], notebooks_dir: Path, gen_dir: Path, pr
     jobs = max(1, min(jobs or min(2, os.cpu_count() or 1), len(names) or 1))
     failures: dict[str, str] = {}
     cwd = str(notebooks_dir.parent)
+    from ..study.local import signals_raise
     # spawn, not fork: the caller may hold torch's threads (a test session), which fork does not copy safely
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {}
-        for name in names:
-            log(f"  executing notebooks/{name}.ipynb (profile={profile})")
-            futures[name] = (time.perf_counter(), pool.submit(
-                _execute_one, str(notebooks_dir / f"{name}.ipynb"), str(gen_dir / f"{name}.ipynb"),
-                profile, str(results), cwd))
-        for name, (t0, fut) in futures.items():
-            error = fut.result()
-            seconds[name] = round(time.perf_counter() - t0, 2)
-            if error:
-                failures[name] = error
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init)
+    try:
+        with signals_raise():      # Ctrl-C, SIGTERM: Stopped at once, not after every queued notebook has run
+            futures = {}
+            for name in names:
+                log(f"  executing notebooks/{name}.ipynb (profile={profile})")
+                futures[name] = (time.perf_counter(), pool.submit(
+                    _execute_one, str(notebooks_dir / f"{name}.ipynb"), str(gen_dir / f"{name}.ipynb"),
+                    profile, str(results), cwd))
+            for name, (t0, fut) in futures.items():
+                error = fut.result()
+                seconds[name] = round(time.perf_counter() - t0, 2)
+                if error:
+                    failures[name] = error
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
     if failures:
         lines = [f"report notebook notebooks/{n}.ipynb failed ({e}); the executed copy with the traceback is "
                  f"{gen_dir / (n + '.ipynb')} and the kernel's log {kernel_log_path(gen_dir / (n + '.ipynb'))}"
@@ -301,8 +342,20 @@ def run_jupyter_book(src_root: Path, path_output: Path, log=print) -> None:
 # ------------------------------------------------------------------------------------------ the command
 def build(profile: str = "cpu", results: str | os.PathLike | None = None, execute: bool = True,
           out: str | os.PathLike | None = None, jobs: int | None = None, log=print) -> Path:
-    """Build the book; returns the folder of the HTML site (``_build/html``)."""
+    """Build the book; returns the folder of the HTML site (``_build/html``). Ctrl-C or SIGTERM stop it within
+    seconds (:class:`dpdl.study.local.Stopped`), its notebook workers, kernels and jupyter-book with it."""
+    from ..study.local import signals_raise
+    with signals_raise():
+        return _build(profile, results, execute, out, jobs, log)
+
+
+def _build(profile, results, execute, out, jobs, log) -> Path:
     t0 = time.perf_counter()
+    if results is not None and not Path(results).expanduser().is_dir():
+        raise ValueError(f"--results-dir {results} is not a folder: expected the results folder of `dpdl study run` "
+                         "(runs/, tables/)")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"--jobs {jobs!r}: expected an integer >= 1 (report notebooks executed at once)")
     results = Path(results).expanduser().resolve() if results else default_results_dir()
     notebooks_dir = REPO_ROOT / "notebooks"
     if out is None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,11 +81,14 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         if path.suffix.lower() == ".npy":
             im = _from_npy(path)
         else:
-            with Image.open(path) as raw:
-                raw.load()
-                im = raw.copy()
+            with warnings.catch_warnings():   # PIL's decompression-bomb warning is an error here, as beyond 2x
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as raw:
+                    raw.load()
+                    im = raw.copy()
         return _to_uint8_rgb(im)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
         raise ValueError(f"cannot read image file {path}: expected a readable image "
                          f"(png, jpg, bmp, tif, ...) but decoding failed ({type(exc).__name__}).") from None
 

@@ -80,9 +80,19 @@ def _row(rec: dict, path: Path, study: dict) -> dict:
         groups=",".join((rec.get("study") or {}).get("groups") or []), path=str(path), record=rec)
 
 
+def is_study_record(rec, path) -> bool:
+    """A record in the folder of its own run id that, when ``dpdl train --out`` wrote it (``config.out`` set), the
+    study's sweep finished (``dpdl.study.runner`` adds its ``study`` field). Anything else found under
+    ``runs/<profile>/`` (e.g. ``dpdl train --out results/runs/<profile>/my_run``) is foreign: not in the tables."""
+    if not isinstance(rec, dict) or rec.get("run_id") != Path(path).parent.name:
+        return False
+    cfg = rec.get("config")
+    return isinstance(rec.get("study"), dict) or not (isinstance(cfg, dict) and cfg.get("out"))
+
+
 def load_runs(profile: str, results_dir=None, *, include_failed: bool = False) -> pd.DataFrame:
     """One row per run record ``<results_dir>/runs/<profile>/*/run.json`` (columns :data:`COLUMNS`; ``record``
-    holds the parsed JSON). Unreadable files are skipped; without ``include_failed`` only finished runs with an
+    holds the parsed JSON). Unreadable or malformed files and foreign records (:func:`is_study_record`) are skipped; without ``include_failed`` only finished runs with an
     AUC (``status == "ok"``)."""
     from .plan import load_study
 
@@ -92,9 +102,11 @@ def load_runs(profile: str, results_dir=None, *, include_failed: bool = False) -
     for p in sorted(base.glob("*/run.json")) if base.exists() else []:
         try:
             rec = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        rows.append(_row(rec, p, study))
+            if not is_study_record(rec, p):
+                continue                    # not a run of the study (e.g. trained by hand into runs/): foreign
+            rows.append(_row(rec, p, study))
+        except (OSError, ValueError, TypeError, AttributeError):   # unreadable or malformed (a list, a list
+            continue                                                # where a number belongs): not a result
     df = pd.DataFrame(rows, columns=COLUMNS)
     if not include_failed:
         df = df[(df["status"] == "ok") & df["auc"].notna()].copy()

@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from dpdl.checks import data_root, input_file, int_at_least, output_dir
+from dpdl.checks import cache_folder, data_root, input_file, int_at_least, output_dir
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -93,10 +93,11 @@ def _load_study(path: str) -> dict:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ValueError(f"--study {path} is not valid YAML ({type(exc).__name__}): expected a study definition "
                          "like dpdl/study/study.yaml") from None
-    if not isinstance(study, dict) or not {"defaults", "profiles"} <= set(study):
-        raise ValueError(f"--study {path} is not a study definition: expected a YAML mapping with 'defaults' and "
-                         "'profiles' (see dpdl/study/study.yaml)")
-    return study
+    if not isinstance(study, dict) or not isinstance(study.get("profiles"), dict):
+        raise ValueError(f"--study {path} is not a study definition: expected a YAML mapping with 'profiles' "
+                         "(see dpdl/study/study.yaml)")
+    from .plan import check_study
+    return check_study(study, f"--study {path}")
 
 
 def _check_datasets(names: list[str] | None, study: dict, profile: str) -> None:
@@ -143,6 +144,7 @@ def cmd_run(args) -> int:
 
     if args.results_dir is not None:
         output_dir(args.results_dir, "--results-dir")
+    cache_folder()          # a bad $DPDL_CACHE is one sentence here, not a failed record per run
     plan, root = _plan(args)
     _print_skipped(plan)
     if args.dry_run:
@@ -150,25 +152,37 @@ def cmd_run(args) -> int:
             print(f"{s.run_id}\t{','.join(s.groups)}")
         print(f"{len(plan.runs)} runs")
         return 0
+    from .runner import run_state
+
+    def done() -> int:
+        return sum(run_state(s, args.profile, args.results_dir)[0] == "done" for s in plan.runs)
+
+    done_before = done()
     try:
         res = run_specs(plan.runs, args.profile, args.results_dir, executor=args.executor, scheduler=args.scheduler,
                         workers=args.workers, data_root=root, retry_failed=args.retry_failed,
                         progress=not args.no_progress, plot=args.plots, jobs=args.jobs,
                         rerun_outdated=args.rerun_outdated, wait=args.wait, batch=args.batch)
-    except Stopped as stop:
-        ok = sum(r["status"] == "ok" for r in stop.results)
+    except Stopped as stop:          # counted on disk: a batch stopped midway may have finished some of its runs
+        now = done()
         print(f"stopped by {signal.Signals(stop.signum).name}: the runs in flight were stopped and removed; "
-              f"{ok} run(s) finished by this sweep are kept; the same command resumes", file=sys.stderr)
+              f"{max(now - done_before, 0)} run(s) finished by this sweep are kept ({now} of {len(plan.runs)} "
+              "done); the same command resumes", file=sys.stderr)
         return 128 + stop.signum
     print(f"ran {res['ran']} run(s): {res['ok']} ok, {res['failed_now']} failed; "
           f"{res['done_before']} were done before, {res['failed_before']} failed before")
     for r in res["results"]:
         if r["status"] != "ok":
             print(f"failed: {r['run_id']}: {r['error']}")
-    if res["ran"] and not args.no_tables:
-        from .tables import write_tables
-        paths = write_tables(args.profile, args.results_dir, data_root=root)
-        print(f"wrote {len(paths)} tables and figures: {paths[-1].parent}, {paths[0].parent}")
+    if not args.no_tables:
+        from .status import tables_stale
+        stale = None if res["ran"] else tables_stale(plan, args.results_dir)
+        if res["ran"] or stale:
+            from .tables import write_tables
+            if stale:
+                print(f"rebuilding the tables: {stale}")
+            paths = write_tables(args.profile, args.results_dir, data_root=root)
+            print(f"wrote {len(paths)} tables and figures: {paths[-1].parent}, {paths[0].parent}")
     return 1 if res["failed_now"] else 0
 
 
@@ -195,6 +209,9 @@ def cmd_status(args) -> int:
         fields = sorted({f for v in st["outdated"].values() for f in v})
         print(f"outdated: {len(st['outdated'])} done run(s) were made with other profile settings "
               f"({', '.join(fields)}); `dpdl study run --rerun-outdated` replaces them")
+    if st["foreign"]:
+        print(f"foreign: {len(st['foreign'])} run folder(s) under runs/{args.profile} are not runs of the study "
+              f"and stay out of the tables: {', '.join(st['foreign'])}")
     if args.list:
         for rid in sorted(tot["pending"]):
             print(f"pending: {rid}")

@@ -23,6 +23,13 @@ def method_changes(record: dict, profile: str) -> list[str]:
     cfg = record.get("config") or {}
     if not cfg:
         return []                   # nothing to compare with
+    tag = (record.get("study") or {}).get("variant")
+    if tag and cfg.get("method", "dpdl") == "dpdl":   # a study run: what its variant means now (e.g. λ per dataset)
+        from .plan import variant_config
+        try:
+            cfg = {**cfg, **variant_config(str(tag), cfg.get("dataset"))}
+        except ValueError:
+            return ["method:variant"]
     try:
         run_cfg = RunConfig(**{k: v for k, v in cfg.items() if k in RunConfig.__dataclass_fields__})
         now = method_options(run_cfg, get_profile(profile, **(run_cfg.overrides or {})))

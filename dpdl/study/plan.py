@@ -29,14 +29,64 @@ def load_study(path: str | Path | None = None) -> dict:
         return yaml.safe_load(fh)
 
 
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_study(study, source: str = "--study") -> dict:
+    """``study`` when every group of every profile is a list of blocks (mappings) with ``datasets`` and well-formed
+    ``seeds`` (n >= 1 or a list of integers >= 0), ``anomalies`` (integers >= 0), ``settings`` (general, hard) and
+    ``variants``/``sweep``; else a ValueError naming ``source``, the profile, the group and the field."""
+    for prof, body in (study.get("profiles") or {}).items():
+        groups = body.get("groups") if isinstance(body, dict) else None
+        if not isinstance(groups, dict):
+            raise ValueError(f"{source}: profile {prof!r} has no mapping 'groups': expected group: [blocks]")
+        for group, blocks in groups.items():
+            where = f"{source}: profile {prof!r}, group {group!r}"
+            if group not in GROUPS:
+                raise ValueError(f"{where} is unknown: expected some of {', '.join(GROUPS)}")
+            for block in blocks if isinstance(blocks, list) else [blocks]:
+                if not isinstance(block, dict) or "datasets" not in block:
+                    raise ValueError(f"{where}: a block is {block!r}: expected a mapping with 'datasets'")
+                seeds = block.get("seeds", 5)
+                if not ((_count(seeds) and seeds >= 1) or (isinstance(seeds, list) and seeds
+                                                           and all(_count(x) and x >= 0 for x in seeds))):
+                    raise ValueError(f"{where}: seeds {seeds!r}: expected an integer >= 1 or a list of integers "
+                                     ">= 0")
+                m = block.get("anomalies", [10])
+                if not (isinstance(m, list) and m and all(_count(x) and x >= 0 for x in m)):
+                    raise ValueError(f"{where}: anomalies {m!r}: expected a list of integers >= 0")
+                st = block.get("settings", ["general"])
+                if not (isinstance(st, list) and st and all(x in ("general", "hard") for x in st)):
+                    raise ValueError(f"{where}: settings {st!r}: expected a list of general, hard")
+                for key, kind in (("variants", list), ("sweep", dict)):
+                    if key in block and not isinstance(block[key], kind):
+                        raise ValueError(f"{where}: {key} {block[key]!r}: expected a {kind.__name__}")
+                for key, values in (block.get("sweep") or {}).items():
+                    numeric = key != "heads"
+                    if not (isinstance(values, list) and values and all(
+                            (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0) if numeric
+                            else isinstance(v, str) for v in values)):
+                        raise ValueError(f"{where}: sweep {key} {values!r}: expected a list of "
+                                         f"{'numbers >= 0' if numeric else 'head lists such as n,a,r'}")
+    return study
+
+
 def profiles(study: dict | None = None) -> list[str]:
     return list((study or load_study())["profiles"])
 
 
-def defaults(study: dict | None = None) -> dict:
-    """The paper's C, eps, kappa, lam and heads (the "full" variant): dpdl.model.PAPER_DEFAULTS, the one source."""
-    from ..model import PAPER_DEFAULTS
-    return {k: PAPER_DEFAULTS[k] for k in ("prototypes", "eps", "kappa", "lam", "heads")}
+def defaults(study: dict | None = None, dataset: str | None = None) -> dict:
+    """The paper's C, eps, kappa, lam and heads (the "full" variant) for ``dataset``: dpdl.model.paper_defaults, the
+    one source (λ per dataset, Sec. 5.7)."""
+    from ..model import paper_defaults
+    d = paper_defaults(dataset)
+    return {k: d[k] for k in ("prototypes", "eps", "kappa", "lam", "heads")}
+
+
+def variant_config(tag: str, dataset: str | None, study: dict | None = None) -> dict:
+    """The DPDL hyper-parameters variant ``tag`` stands for on ``dataset`` now (paper defaults, then the tag's)."""
+    return {**defaults(study, dataset), "use_dpl": True, "use_dfl": True, **parse_variant(tag, study)}
 
 
 def _norm_heads(heads) -> str:
@@ -77,11 +127,12 @@ def parse_variant(tag: str, study: dict | None = None) -> dict:
     return {key: float(value)}
 
 
-def variant_tag(overrides: dict, study: dict | None = None) -> str:
-    """The tag of a set of overrides (the inverse of :func:`parse_variant`); paper defaults give ``"full"``."""
+def variant_tag(overrides: dict, study: dict | None = None, dataset: str | None = None) -> str:
+    """The tag of a set of overrides (the inverse of :func:`parse_variant`); the paper's defaults for ``dataset``
+    give ``"full"``."""
     if overrides.get("method", "dpdl") != "dpdl":
         return str(overrides["method"])
-    d = defaults(study)
+    d = defaults(study, dataset)
     parts = []
     if overrides.get("use_dpl") is False:
         parts.append("no_dpl")
@@ -99,7 +150,7 @@ def record_variant(config: dict, study: dict | None = None) -> str:
     """The variant tag of a run record's ``config`` (computed here, so tables do not depend on its spelling)."""
     over = {k: config[k] for k in ("method", "use_dpl", "use_dfl", "heads", "prototypes", "eps", "kappa", "lam")
             if k in config}
-    return variant_tag(over, study)
+    return variant_tag(over, study, config.get("dataset"))
 
 
 def _safe(name: str) -> str:
@@ -126,10 +177,10 @@ class RunSpec:
 
     def config(self, profile: str, data_root=None, out=None) -> dict:
         """Keyword arguments for ``dpdl.train.RunConfig`` (also the experiment notebook's parameters)."""
-        from ..model import PAPER_DEFAULTS
+        from ..model import paper_defaults
         cfg = dict(dataset=self.dataset, setting=self.setting, known_class=self.known_class,
                    anomalies=int(self.anomalies), seed=int(self.seed), profile=profile, backbone=None,
-                   method="dpdl", **PAPER_DEFAULTS,
+                   method="dpdl", **paper_defaults(self.dataset),
                    data_root=None if data_root is None else str(data_root),
                    out=None if out is None else str(out), run_id=self.run_id)
         cfg.update(dict(self.overrides))
@@ -184,17 +235,17 @@ def _norm_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
-def _variants(block: dict, study: dict) -> list[tuple[str, dict]]:
+def _variants(block: dict, study: dict, dataset: str | None = None) -> list[tuple[str, dict]]:
     out: list[tuple[str, dict]] = []
     for tag in block.get("variants", ["full"] if "sweep" not in block else []):
         over = parse_variant(str(tag), study)
-        out.append((variant_tag(over, study), over))
+        out.append((variant_tag(over, study, dataset), over))
     for key, values in (block.get("sweep") or {}).items():
         if key not in _FIELD_TAGS:
             raise ValueError(f"cannot sweep {key!r}: expected one of {', '.join(_FIELD_TAGS)}")
         for v in values:
             over = {key: int(v) if key == "prototypes" else (_norm_heads(v) if key == "heads" else float(v))}
-            tag = variant_tag(over, study)
+            tag = variant_tag(over, study, dataset)     # the dataset's own paper value is its "full" run
             out.append((tag, {} if tag == "full" else over))
     seen, uniq = set(), []
     for tag, over in out:
@@ -269,9 +320,9 @@ def expand(profile: str, *, datasets: Iterable[str] | None = None, only: Iterabl
         for block in (blocks if isinstance(blocks, list) else [blocks]):
             block_seeds = _seeds(block.get("seeds", 5))
             if seeds is not None:
-                block_seeds = block_seeds[: int(seeds)] if int(seeds) <= len(block_seeds) else list(range(int(seeds)))
-            variants = _variants(block, study)
+                block_seeds = block_seeds[: int(seeds)]          # at most: never more seeds than the study's
             for ds in _flatten(block["datasets"]):
+                variants = _variants(block, study, ds)
                 if keep_ds is not None and ds not in keep_ds:
                     continue
                 ok, reason = available(ds)

@@ -6,7 +6,8 @@ run is written atomically. :func:`execute_batch` executes the notebook into
 ``results/runs/<profile>/<run_id>/``; a sweep killed at any moment (even ``kill -9``) loses at most the runs in
 flight, never shows a half-written run folder, and the next sweep cleans the stale ``.tmp`` folders and runs only
 what is missing. A run that fails keeps its executed notebook (with the traceback) and a ``run.json`` with
-``status: "failed"`` and the error's sentence; failed runs are retried only with ``retry_failed``.
+``status: "failed"`` and the error's sentence; failed runs are retried only with ``retry_failed``. A rerun that
+fails (``rerun_outdated``) never replaces a finished run: its record goes beside it as ``run.failed.json``.
 
 One sweep at a time per results folder (:mod:`dpdl.study.lock`). Ctrl-C or SIGTERM stop a sweep within seconds:
 the runs in flight are stopped (their processes and kernels killed, their ``.tmp`` folders removed), the finished
@@ -37,7 +38,8 @@ from typing import Callable, Iterable
 
 from ..kernels import kill_kernels, papermill_kwargs, pid_alive, stderr_to
 from ..paths import REPO_ROOT, results_dir as default_results_dir
-from ..records import SCHEMA_VERSION, atomic_write_json, code_version, read_record, utc_now
+from ..records import (SCHEMA_VERSION, atomic_write_json, code_version, holds_finished_run, read_record,
+                       utc_now)
 from .local import Progress, Stopped, child_argv, exit_with_parent, run_pool, signals_deferred, signals_raise
 from .lock import results_lock
 from .outdated import method_changes, outdated_fields  # noqa: F401  (re-exported: the sweep and tests use them)
@@ -70,8 +72,11 @@ def run_state(spec: RunSpec | str, profile: str, results_dir=None) -> tuple[str,
         return "pending", None
     try:
         rec = read_record(path)
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return "failed", {"status": "failed", "error": "run.json is unreadable"}
+    if rec.get("status") == "ok" and rec.get("schema") != SCHEMA_VERSION:
+        return "failed", {**rec, "status": "failed", "error": f"run.json has schema {rec.get('schema')!r}, "
+                          f"expected {SCHEMA_VERSION}: rerun it with --retry-failed"}
     return ("done" if rec.get("status") == "ok" else "failed"), rec
 
 
@@ -219,7 +224,7 @@ def _culprit(tmps: list[Path], error: str | None) -> int | None:
     for tmp in tmps:
         try:
             recs.append(read_record(tmp / "run.json") if (tmp / "run.json").exists() else None)
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             recs.append({"status": "failed", "error": "run.json is unreadable"})
     j = next((i for i, r in enumerate(recs) if r is None), len(recs))
     prev = recs[j - 1] if j > 0 else None
@@ -241,7 +246,7 @@ def _finish_run(spec: RunSpec, profile: str, tmp: Path, final: Path, base: Path,
     if rec_path.exists():
         try:
             rec = read_record(rec_path)
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             rec = None
     if error is None and (rec is None or rec.get("status") != "ok"):
         error = (rec or {}).get("error") or "the experiment notebook finished without writing an ok run.json"
@@ -261,6 +266,11 @@ def _finish_run(spec: RunSpec, profile: str, tmp: Path, final: Path, base: Path,
     atomic_write_json(rec_path, rec)
     if rec["status"] == "ok" and (tmp / "kernel.log").exists():
         (tmp / "kernel.log").unlink()      # kept only where it may explain a failure
+    if rec["status"] != "ok" and holds_finished_run(final):   # a failed rerun never replaces a finished run
+        os.replace(rec_path, final / "run.failed.json")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return {"run_id": spec.run_id, "status": "failed", "seconds": elapsed,
+                "error": f"{rec.get('error')} (the finished run is kept; this attempt: {final}/run.failed.json)"}
     # into place: an old (failed) run folder is moved aside first, so the rename is atomic
     if final.exists():
         trash = base / TMP / f"old-{spec.run_id}-{os.getpid()}"
@@ -435,24 +445,7 @@ def _run_locked(specs: list[RunSpec], profile: str, results_dir: Path, *, execut
             "failed_before": already_failed, "results": results}
 
 
-def study_status(plan, results_dir=None) -> dict:
-    """Per group: done / failed / pending run ids; plus the failed runs' errors."""
-    out = {"groups": {}, "failed": {}, "outdated": {}, "skipped": dict(plan.skipped),
-           "skipped_groups": dict(plan.skipped_groups)}
-    for group, specs in plan.by_group().items():
-        g = {"done": [], "failed": [], "pending": []}
-        for s in specs:
-            state, rec = run_state(s, plan.profile, results_dir)
-            g[state].append(s.run_id)
-            if state == "failed":
-                out["failed"][s.run_id] = (rec or {}).get("error") or "unknown error"
-            elif state == "done":
-                changed = outdated_fields(rec, plan.profile)
-                if changed:
-                    out["outdated"][s.run_id] = changed
-        out["groups"][group] = g
-    return out
-
+from .status import study_status  # noqa: E402,F401  (re-exported: the CLI and tests use it)
 
 
 def _main(argv: list[str]) -> int:

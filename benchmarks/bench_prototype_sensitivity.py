@@ -1,0 +1,118 @@
+"""How far the prototypes reach the score under the code's default reading: replace µ, σ or α of a trained model (and,
+for the bridge reading, its potential θ_ψp) and score the VALIDATION split again (ELPV, general, M = 10, cpu profile,
+trained on the reduced training split; no test image).
+
+Changes: µ → random unit vectors (the features are unit vectors in the bridge's space), µ → 0, σ → exp(U(−b, b))
+at random (b the σ bound), σ → 1, α → uniform, α → random (Dirichlet(1)); with a bridge potential also θ_ψp → its
+VQ-like re-initialisation from random unit vectors. Reported per change: the validation AUC minus the trained
+model's, and the Spearman correlation of the scores; against the seed spread (sd over seeds of the trained AUC).
+
+Usage:  python benchmarks/bench_prototype_sensitivity.py [--seeds 0,1,2]
+        -> results/benchmarks/prototype_sensitivity.{json,md}        (the code's default reading)
+        python benchmarks/bench_prototype_sensitivity.py --reading bridge --seeds 0
+        -> results/benchmarks/prototype_sensitivity_bridge.{json,md}  (a reading of bench_dpdl_readings.READINGS)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+
+import numpy as np
+import torch
+from _common import ROOT, fail, write
+from _trained import features, trained
+
+
+def _unit_rows(shape, g):
+    return torch.nn.functional.normalize(torch.randn(shape, generator=g), dim=1)
+
+
+def changes(m, g):
+    """{name: function(model copy) -> None} editing the prototypes (or the bridge's potential) in place."""
+    b = m.cfg.log_sigma_bound or 3.0
+    p = m.prototypes
+
+    def set_sigma(mm, value):
+        with torch.no_grad():       # log_sigma such that the (bounded) σ equals value
+            v = value.clamp(math.exp(-b) * 1.0001, math.exp(b) * 0.9999).log()
+            mm.prototypes.log_sigma.copy_(b * torch.atanh(v / b) if mm.cfg.log_sigma_bound > 0 else v)
+
+    def set_alpha(mm, a):
+        with torch.no_grad():
+            mm.prototypes.logits_alpha.copy_(mm.prototypes.alpha_temperature * torch.log(a))
+    out = {
+        "µ random unit vectors": lambda mm: mm.prototypes.mu.data.copy_(_unit_rows(p.mu.shape, g)),
+        "µ = 0": lambda mm: mm.prototypes.mu.data.zero_(),
+        "σ random exp(U(−b, b))":
+            lambda mm: set_sigma(mm, torch.exp((2 * torch.rand(p.mu.shape, generator=g) - 1) * b)),
+        "σ = 1": lambda mm: set_sigma(mm, torch.ones(p.mu.shape)),
+        "α uniform": lambda mm: set_alpha(mm, torch.full((p.C,), 1.0 / p.C)),
+        "α random": lambda mm: set_alpha(mm, torch.distributions.Dirichlet(torch.ones(p.C)).sample()),
+    }
+    if getattr(m, "potential", None) is not None:
+        def random_bridge(mm):
+            with torch.no_grad():
+                mm.potential.mu.copy_(_unit_rows(p.mu.shape, g))
+                mm.potential.log_sigma.zero_()
+                mm.potential.logits_alpha.zero_()
+        out["θ_ψp random (bridge potential)"] = random_bridge
+    return out
+
+
+def spearman(a, b):
+    from scipy.stats import spearmanr
+    return float(spearmanr(a, b).statistic)
+
+
+def auc(y, s):
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(y.numpy(), s.numpy()))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--reading", default="", help="a reading of bench_dpdl_readings.READINGS (default: the code's)")
+    a = ap.parse_args()
+    from bench_dpdl_readings import READINGS
+    if a.reading and a.reading not in READINGS:
+        fail(f"unknown --reading {a.reading!r}: expected one of {', '.join(READINGS)}")
+    options = READINGS[a.reading] if a.reading else {}
+    name = "prototype_sensitivity" + (f"_{a.reading}" if a.reading else "")
+    rows, base = [], {}
+    for seed in [int(s) for s in a.seeds.split(",")]:
+        model, rec = trained(seed, options=options)
+        x, y, raw = features(model, seed)["val"]
+        net = model.net
+        s0 = net.score(raw)
+        base[seed] = auc(y, s0)
+        torch.manual_seed(seed)
+        for change, edit in changes(net.method, torch.Generator().manual_seed(seed)).items():
+            n2 = copy.deepcopy(net)
+            edit(n2.method)
+            s1 = n2.score(raw)
+            rows.append({"seed": seed, "change": change, "auc": auc(y, s1), "auc_trained": base[seed],
+                         "delta": auc(y, s1) - base[seed], "spearman": spearman(s0.numpy(), s1.numpy()),
+                         "reading": {k: rec["method_options"][k] for k in ("dpl_loss", "residual", "lam")}})
+            print(rows[-1], flush=True)
+    sd = float(np.std(list(base.values()), ddof=1)) if len(base) > 1 else float("nan")
+    write(name, {"rows": rows, "auc_trained": base, "sd_seed": sd})
+    reading = rows[0]["reading"]
+    cmd = "python benchmarks/bench_prototype_sensitivity.py" + (f" --reading {a.reading}" if a.reading else "")
+    lines = [f"Generated by `{cmd} --seeds {a.seeds}` (ELPV, general, M = 10, cpu profile, "
+             f"validation splits, seeds {', '.join(map(str, base))}; reading dpl_loss={reading['dpl_loss']}, "
+             f"residual={reading['residual']}, λ = {reading['lam']:g}). Trained validation AUC "
+             + ", ".join(f"{v:.3f}" for v in base.values()) + f"; sd over seeds {sd:.3f}.", "",
+             "| change of the trained model | ΔAUC per seed | mean |ΔAUC| | > sd over seeds? | Spearman of the scores "
+             "(min) |", "|---|---|---|---|---|"]
+    for change in dict.fromkeys(r["change"] for r in rows):
+        rs = [r for r in rows if r["change"] == change]
+        mabs = float(np.mean([abs(r["delta"]) for r in rs]))
+        lines.append(f"| {change} | " + ", ".join(f"{r['delta']:+.3f}" for r in rs) + f" | {mabs:.3f} | "
+                     f"{'yes' if mabs > sd else ('no' if sd == sd else '')} | {min(r['spearman'] for r in rs):.3f} |")
+    (ROOT / "results" / "benchmarks" / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""``python -m dpdl ...``: the ``dpdl`` command (:func:`dpdl.cli.main`)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,7 +27,7 @@ def write(root, run_id, dataset, setting, m, seed, auc, known_class=None, method
     rec = {"status": status, "error": None, "run_id": run_id, "profile": PROFILE, "dataset": dataset,
            "setting": setting, "known_class": known_class, "anomalies": m, "seed": seed, "config": config,
            "metrics": {"auc": auc, "ap": auc}, "timings": {"total_s": 12.0}, "code_version": "abc",
-           "host": {"device": "cpu", "cpu_count": 2}}
+           "host": {"device": "cpu", "cpu_count": 2}, "dpdl_config": {"dpl_loss": "bridge"}}
     if method:
         rec["method"], rec["variant"] = method, method
         rec["config"] = {k: config[k] for k in ("dataset", "setting", "known_class", "anomalies", "seed")}
@@ -204,6 +204,7 @@ def test_the_answer_is_computed_from_the_records(results, monkeypatch):
     d_dra, _, _ = t_interval([ELPV_G[s] - DRA_G[s] for s in DRA_G])
     assert f"{d_dra:+.3f}".replace("-", "−") in line2 and "DPDL − DRA" in line2
     assert "paper profile has not run on a GPU here" in line3
+    assert "reading `bridge` (a learnt Schrödinger bridge" in line3 and "as Sec. 5.7 says: brainmri 1, elpv 0.01" in line3
     assert "ELPV's test cells" not in line3          # no choice benchmark in these results: no such sentence
     bench = results / "benchmarks"
     bench.mkdir(exist_ok=True)

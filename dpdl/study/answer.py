@@ -66,6 +66,29 @@ def _benchmark_choices(results_dir=None) -> tuple[int, list[str]]:
     return len(files), cells
 
 
+def _reading(profile: str, results_dir=None) -> str:
+    """Which reading of Eqs. (8)-(17) the profile's DPDL records ran, and their lambda per dataset (from the records)."""
+    runs = analysis.load_runs(profile, results_dir)
+    if runs.empty:
+        return ""
+    dpdl = runs[(runs["method"] == "dpdl") & (runs["status"] == "ok")]
+    readings = sorted({str((r.get("dpdl_config") or {}).get("dpl_loss", "?")) for r in dpdl["record"]})
+    if not readings:
+        return ""
+    from ..model import paper_lam
+    what = {"bridge": "a learnt Schrödinger bridge, Eqs. 9–14 evaluated",
+            "margin": "no Schrödinger bridge: a mixture likelihood with a margin",
+            "printed": "Eqs. 16–17 as printed"}
+    full = dpdl[dpdl["variant"] == "full"]
+    lam = {ds: sorted(set(g["lam"])) for ds, g in full.groupby("dataset")}
+    lams = ", ".join(f"{ds} {'/'.join(f'{v:g}' for v in vs)}" for ds, vs in lam.items())
+    as_paper = all(vs == [paper_lam(ds)] for ds, vs in lam.items())
+    text = " DPDL ran reading " + ", ".join(f"`{r}` ({what.get(r, 'see Method')})" for r in readings)
+    if lams:
+        text += f", λ per dataset {'as Sec. 5.7 says' if as_paper else 'NOT all as Sec. 5.7 says'}: {lams}"
+    return text + " ([Method](../method.md))."
+
+
 def fidelity(profile: str, results_dir=None) -> str:
     """Line 3: the profile's fidelity, whether the paper profile ran, and on which data the profile was chosen."""
     from ..config import PROFILES
@@ -79,7 +102,7 @@ def fidelity(profile: str, results_dir=None) -> str:
                f"{pp.image_size} px, {pp.epochs}×{pp.iters_per_epoch})")
     paper = analysis.load_runs("paper", results_dir)
     gpu = "has not run on a GPU here (no run record of it)" if paper.empty else f"ran {len(paper)} runs here"
-    text = f"**Fidelity**: {fid}; the paper profile {gpu}."
+    text = f"**Fidelity**: {fid}; the paper profile {gpu}." + _reading(profile, results_dir)
     if profile == "cpu":
         n, cells = _benchmark_choices(results_dir)
         if n:

@@ -112,16 +112,46 @@ def test_bridge_reading_has_its_own_potential_and_it_feeds_the_residual():
         DPDLConfig(dpl_loss="bridge", residual="nearest")
 
 
-def test_bridge_sb_term_does_not_move_the_features_or_the_prototypes():
-    """The SB objective sees detached source features and the detached prototype means (its target samples): its
-    gradient reaches θ_ψp only."""
+def model_sb_term(m, x, y, monkeypatch):
+    """(terms, sb): ``m.losses(x, y)`` and the SB objective exactly as DPDLModel's own loss code computed it inside
+    that call (``bridge.sb_loss`` wrapped to keep its output; the model's arguments and detaches are untouched)."""
+    seen = []
+
+    def keep(*args, **kw):
+        seen.append(sb_loss(*args, **kw))
+        return seen[-1]
+    sb_loss = bridge.sb_loss
+    monkeypatch.setattr(bridge, "sb_loss", keep)
+    terms = m.losses(x, y)
+    assert len(seen) == 1
+    return terms, seen[0]
+
+
+def test_bridge_sb_term_does_not_move_the_features_or_the_prototypes(monkeypatch):
+    """The model's SB term sees detached source features and the detached prototype means (its target samples):
+    its gradient reaches θ_ψp only. The term is the one DPDLModel.losses computes, so removing a detach there fails."""
     m = model(eps=1e-3, **BRIDGE)
-    xb = m.to_bridge(feats(10, 2).flatten(1)).requires_grad_()
-    la, mu, sigma = m.prototypes.params()
-    pl, pm, ps = m.potential.params()
-    loss = bridge.sb_loss(xb.detach(), mu.detach(), pl, pm, ps, m.cfg.eps)
-    loss.backward()
-    assert xb.grad is None and m.prototypes.mu.grad is None and m.potential.mu.grad is not None
+    with torch.no_grad():   # θ_ψp away from the prototypes (VQ-initialised equal, log v_θ is flat at its own means)
+        m.potential.mu.add_(0.05 * torch.randn(m.potential.mu.shape, generator=torch.Generator().manual_seed(1)))
+    x, y = feats(10, 2).requires_grad_(), torch.tensor([0.0] * 7 + [1.0] * 3)
+    _, sb = model_sb_term(m, x, y, monkeypatch)
+    theta = list(m.potential.parameters())
+    g = torch.autograd.grad(sb, [x, m.prototypes.mu, m.prototypes.log_sigma, *theta], allow_unused=True)
+    for gi in g[:3]:                                       # the features and the prototypes: no gradient
+        assert gi is None or float(gi.abs().max()) == 0.0
+    assert float(g[3 + [n for n, _ in m.potential.named_parameters()].index("mu")].abs().sum()) > 0   # θ_ψp's means
+
+
+def test_bridge_potential_is_trained_jointly_by_the_total_loss(monkeypatch):
+    """θ_ψp is trained by Eq. (23)'s total, not by the SB term alone: the transport margin (through ψ_p = the plan's
+    mean) and M_r's loss (through the residual) reach it too (book/method.md, book/deviations.md)."""
+    m = model(eps=1e-3, **BRIDGE)
+    x, y = feats(12, 5), torch.tensor([0.0] * 8 + [1.0] * 4)
+    terms, sb = model_sb_term(m, x, y, monkeypatch)
+    margin_n = terms["dpl_n"] - m.cfg.dpl_weight * m.cfg.eps * sb          # L^n minus its SB part (const: no grad)
+    for name, part in (("margin L^n", margin_n), ("M_r", terms["mr"])):
+        g = torch.autograd.grad(part, m.potential.mu, allow_unused=True)[0]
+        assert g is not None and float(g.abs().sum()) > 0, name
 
 
 def test_bridge_losses_finite_and_bounded_at_eps_1e3():

@@ -28,13 +28,15 @@ Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each
 * ``dpl_loss``: ``"printed"`` Eqs. (16)–(17) as printed (LightSB's KL with µ_c as target samples; ×``dpl_scale``);
   ``"margin"`` L^n = mean d(x̂ⁿ), L^a = mean max(0, m + d̄ⁿ − d(x̂ᵃ)) with d = −2ε log φ1 + const
   (:func:`dpdl.bridge.dpl_margin_losses`); ``"bridge"`` DPL as a learnt Schrödinger bridge (LightSB): its own
-  potential θ_ψp (``DPDLModel.potential``, a Gaussian mixture separate from the prototypes, VQ-initialised like them)
-  fitted by :func:`dpdl.bridge.sb_loss` from the normal features (source, detached) to the prototype means
-  (target samples as Eq. 16 prints them, detached), ×ε; plus the margin losses on the transported features
-  ψ_p(x) = E_plan[y|x] (:func:`dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes, the
-  transported anomalies kept a margin beyond them (the "transport margin", bounded, in place of the printed L^a);
+  potential θ_ψp (``DPDLModel.potential``, a Gaussian mixture separate from the prototypes, VQ-initialised like them);
+  L^n = ε·:func:`dpdl.bridge.sb_loss` from the normal features (source, detached) to the prototype means (target
+  samples as Eq. 16 prints them, detached; uniform point masses, no α or σ) plus the margin losses on the transported
+  features ψ_p(x) = E_plan[y|x] (:func:`dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes,
+  the transported anomalies kept a margin beyond them (the "transport margin", bounded, in place of the printed L^a);
   the default (it ties ``"margin"`` on validation splits and runs the bridge, book/method.md).  All are multiplied by
-  ``dpl_weight``.
+  ``dpl_weight``.  θ_ψp is trained jointly by Eq. (23)'s total: the SB term, the transport margin (ψ_p is not
+  detached from θ_ψp) and M_r's loss (through :meth:`DPDLModel.transport`); the SB term alone has the Schrödinger
+  bridge between its source and target as its minimiser.
 * ``residual``: ``"plan"`` (ψ_p(x) − µ_{c*})/σ_{c*} with ψ_p the plan's endpoint (collapses to x when c* is the
   plan's component); ``"nearest"`` (x̃ − µ_{c*})/σ_{c*}, c* = argmax_c N(x̃; µ_c, εσ_c), the residual against the
   nearest prototype (x̃ = x̂ rescaled by ‖x‖ when ``bridge_input="unit"``); ``"bridge"`` (ψ_p(x) − µ_{c*})/σ_{c*}
@@ -362,6 +364,8 @@ class DPDLModel(nn.Module):
         sample of N(µ_c, εσ_c) would lie far off the unit sphere: its noise has ‖·‖² ≈ εD ≈ 6 at D = 6272, against
         ‖µ_c‖² ≤ 1); then the transported normals draw the prototypes (and the features) together.
         L^a = mean max(0, m + d̄ⁿ − d(ψ_p(x̂ᵃ))), the transport margin (bounded, in place of the printed L^a).
+        Only the SB term's inputs are detached: the margin terms reach θ_ψp through ψ_p, so θ_ψp is trained by the
+        whole of Eq. (23), not by the SB term alone.
         """
         cfg, pl, pm, ps = self.cfg, *self.potential.params()
         sb = psi_n = psi_a = None

@@ -204,7 +204,24 @@ def test_the_answer_is_computed_from_the_records(results, monkeypatch):
     d_dra, _, _ = t_interval([ELPV_G[s] - DRA_G[s] for s in DRA_G])
     assert f"{d_dra:+.3f}".replace("-", "−") in line2 and "DPDL − DRA" in line2
     assert "paper profile has not run on a GPU here" in line3
-    assert "reading `bridge` (a learnt Schrödinger bridge" in line3 and "as Sec. 5.7 says: brainmri 1, elpv 0.01" in line3
+    assert "reading `bridge` (a learnt Schrödinger bridge, Eqs. 10–13 evaluated" in line3   # Method: 9, 14 not used
+    assert "λ of the Table 1/2 runs per dataset as Sec. 5.7 says: brainmri 1, elpv 0.01" in line3
+    assert "9–14" not in line3
+    # a Table 1 run of ELPV at λ = 1 (not ELPV's paper λ): the line says so, whatever the tables' variant tag makes of it
+    write(results, "elpv__general__M1__s0__full", "elpv", "general", 1, 0, 0.7, lam=1.0)
+    # ... while a λ sweep run the study stored as such (groups fig3) is no Table 1/2 run
+    write(results, "elpv__general__M10__s0__lam=10", "elpv", "general", 10, 0, 0.7, lam=10.0)
+    (results / "runs" / PROFILE / "elpv__general__M10__s0__lam=10" / "run.json").write_text(json.dumps({
+        **json.loads((results / "runs" / PROFILE / "elpv__general__M10__s0__lam=10" / "run.json").read_text()),
+        "study": {"groups": ["fig3"], "variant": "lam=10"}}))
+    try:
+        line = answer.fidelity(PROFILE, results)
+        assert "NOT all as Sec. 5.7 says: brainmri 1, elpv 0.01/1," in line and "elpv 0.01/1/10" not in line
+    finally:
+        for rid in ("elpv__general__M1__s0__full", "elpv__general__M10__s0__lam=10"):
+            (results / "runs" / PROFILE / rid / "run.json").unlink()
+            (results / "runs" / PROFILE / rid).rmdir()
+    assert "as Sec. 5.7 says: brainmri 1, elpv 0.01" in answer.fidelity(PROFILE, results)
     assert "ELPV's test cells" not in line3          # no choice benchmark in these results: no such sentence
     bench = results / "benchmarks"
     bench.mkdir(exist_ok=True)

@@ -204,7 +204,24 @@ def test_the_answer_is_computed_from_the_records(results, monkeypatch):
     d_dra, _, _ = t_interval([ELPV_G[s] - DRA_G[s] for s in DRA_G])
     assert f"{d_dra:+.3f}".replace("-", "−") in line2 and "DPDL − DRA" in line2
     assert "paper profile has not run on a GPU here" in line3
-    assert "reading `bridge` (a learnt Schrödinger bridge" in line3 and "as Sec. 5.7 says: brainmri 1, elpv 0.01" in line3
+    assert "reading `bridge` (a learnt Schrödinger bridge, Eqs. 10–13 evaluated" in line3   # Method: 9, 14 not used
+    assert "λ of the Table 1/2 runs per dataset as Sec. 5.7 says: brainmri 1, elpv 0.01" in line3
+    assert "9–14" not in line3
+    # a Table 1 run of ELPV at λ = 1 (not ELPV's paper λ): the line says so, whatever the tables' variant tag makes of it
+    write(results, "elpv__general__M1__s0__full", "elpv", "general", 1, 0, 0.7, lam=1.0)
+    # ... while a λ sweep run the study stored as such (groups fig3) is no Table 1/2 run
+    write(results, "elpv__general__M10__s0__lam=10", "elpv", "general", 10, 0, 0.7, lam=10.0)
+    (results / "runs" / PROFILE / "elpv__general__M10__s0__lam=10" / "run.json").write_text(json.dumps({
+        **json.loads((results / "runs" / PROFILE / "elpv__general__M10__s0__lam=10" / "run.json").read_text()),
+        "study": {"groups": ["fig3"], "variant": "lam=10"}}))
+    try:
+        line = answer.fidelity(PROFILE, results)
+        assert "NOT all as Sec. 5.7 says: brainmri 1, elpv 0.01/1," in line and "elpv 0.01/1/10" not in line
+    finally:
+        for rid in ("elpv__general__M1__s0__full", "elpv__general__M10__s0__lam=10"):
+            (results / "runs" / PROFILE / rid / "run.json").unlink()
+            (results / "runs" / PROFILE / rid).rmdir()
+    assert "as Sec. 5.7 says: brainmri 1, elpv 0.01" in answer.fidelity(PROFILE, results)
     assert "ELPV's test cells" not in line3          # no choice benchmark in these results: no such sentence
     bench = results / "benchmarks"
     bench.mkdir(exist_ok=True)
@@ -213,3 +230,28 @@ def test_the_answer_is_computed_from_the_records(results, monkeypatch):
         assert "ELPV's test cells (2 cells, 1 benchmark files" in answer.fidelity(PROFILE, results)
     finally:
         (bench / "elpv_cpu_choice_x.json").unlink()
+
+
+def test_fig3_sweeps_take_each_datasets_paper_lambda(tmp_path):
+    """BrainMRI's full runs (λ = 1, Sec. 5.7) are the base of its C and λ sweeps, and its λ claim compares 1 with 0.01."""
+    full, c16, lam001 = {0: 0.90, 1: 0.80, 2: 0.85}, {0: 0.85, 1: 0.78, 2: 0.80}, {0: 0.70, 1: 0.75, 2: 0.72}
+    for s in full:
+        write(tmp_path, f"brainmri__general__M10__s{s}__full", "brainmri", "general", 10, s, full[s])
+        write(tmp_path, f"brainmri__general__M10__s{s}__C=16", "brainmri", "general", 10, s, c16[s], prototypes=16)
+        write(tmp_path, f"brainmri__general__M10__s{s}__lam=0.01", "brainmri", "general", 10, s, lam001[s], lam=0.01)
+    assert paper_lam("brainmri") == 1.0
+    f3 = tables.fig3(PROFILE, tmp_path)
+    c = f3[(f3["param"] == "prototypes") & (f3["key"] == "brainmri")].set_index("value")
+    assert sorted(c.index) == [16.0, 32.0] and bool(c.loc[32.0, "is_default"]) and c.loc[32.0, "n"] == 3
+    assert math.isclose(c.loc[32.0, "ours_mean"], np.mean(list(full.values())))
+    assert math.isclose(c.loc[16.0, "diff_full"], np.mean([c16[s] - full[s] for s in full]))
+    lam = f3[(f3["param"] == "lam") & (f3["key"] == "brainmri")].set_index("value")
+    assert sorted(lam.index) == [0.01, 1.0] and bool(lam.loc[1.0, "is_default"]) and not bool(lam.loc[0.01, "is_default"])
+    assert math.isclose(lam.loc[0.01, "diff_full"], np.mean([lam001[s] - full[s] for s in full]))
+    d, lo, hi, n = claims._pair_from_runs(PROFILE, "brainmri", "lam", 1.0, 0.01, tmp_path)
+    assert n == 3 and math.isclose(d, np.mean([full[s] - lam001[s] for s in full]))
+    d, _, _, n = claims._pair_from_runs(PROFILE, "brainmri", "prototypes", 32.0, 16.0, tmp_path)
+    assert n == 3 and math.isclose(d, np.mean([full[s] - c16[s] for s in full]))
+    pairs = claims.FIG3_CLAIMS["lam"][1]
+    assert pairs("brainmri", [0.01, 1.0]) == [(1.0, 0.01)] and pairs("elpv", [0.01, 1.0]) == [(0.01, 1.0)]
+    assert claims.FIG3_CLAIMS["prototypes"][1]("elpv", [8.0, 64.0]) == [(32.0, 8.0), (32.0, 64.0)]

@@ -127,3 +127,29 @@ def test_forest_bars_are_the_checklist_numbers():
     xs = sorted(float(x) for line in ax.lines for x in np.atleast_1d(line.get_xdata()) if line.get_marker() == "o")
     assert np.allclose(sorted(check["d"]), xs)
     plt.close(fig)
+
+
+def _vlines(ax):
+    """The x of the vertical reference lines (axvline) of a panel."""
+    return sorted(float(ln.get_xdata()[0]) for ln in ax.get_lines()
+                  if list(ln.get_ydata()) == [0, 1] and ln.get_xdata()[0] == ln.get_xdata()[1])
+
+
+def test_fig3_marks_each_datasets_paper_lambda():
+    from dpdl.model import paper_lam
+
+    df = _fig3()
+    both = pd.concat([df, df.assign(key="brainmri", dataset="BrainMRI")])
+    fig = figures.sensitivity(both)
+    lam_ax = fig.axes[3]
+    assert _vlines(lam_ax) == sorted({paper_lam("elpv"), paper_lam("brainmri")})   # 0.01 and 1 (Sec. 5.7)
+    labels = [ln.get_label() for ln in lam_ax.get_lines() if "BrainMRI" in ln.get_label()]
+    assert labels and "ELPV" not in labels[0]
+    assert _vlines(fig.axes[0]) == [32.0]                   # C: one value for every dataset
+    plt.close(fig)
+    fig = figures.sensitivity(df[df["key"] == "elpv"])       # ELPV alone: one line, at ELPV's λ
+    assert _vlines(fig.axes[3]) == [paper_lam("elpv")]
+    plt.close(fig)
+    fig = figures.sensitivity(df[df["key"] == "elpv"].assign(key="headct", dataset="HeadCT"))
+    assert _vlines(fig.axes[3]) == [paper_lam("headct")] == [1.0]
+    plt.close(fig)

@@ -80,6 +80,49 @@ def test_reproduce_command_and_provenance(tmp_path):
     assert prov.loc[0, "command"] == cmd and prov.loc[0, "fingerprint"] == "0123456789abcdef"
 
 
+def _validated(cmd: str):
+    """Parse a rerun command with the CLI's own parser and check it with dpdl.train.validate (as `dpdl train` does)."""
+    import shlex
+
+    from dpdl.cli import build_parser
+    from dpdl.train import RunConfig, validate
+
+    argv = shlex.split(cmd)
+    assert argv[:2] == ["dpdl", "train"]
+    a = build_parser().parse_args(argv[1:])
+    cfg = RunConfig(dataset=a.dataset, setting=a.setting, known_class=a.known_class, anomalies=a.anomalies,
+                    seed=a.seed, profile=a.profile, backbone=a.backbone, method=a.method, use_dpl=not a.no_dpl,
+                    use_dfl=not a.no_dfl, heads=a.heads, prototypes=a.prototypes, eps=a.eps, kappa=a.kappa, lam=a.lam,
+                    out=a.out, run_id=a.run_id)
+    validate(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("dataset", ["aitex", "brainmri"])
+def test_rerun_commands_parse_validate_and_keep_lambda(dataset):
+    from dpdl.model import paper_lam
+
+    # a baseline record whose config stored DPDL's options (lam 1.0 from an older default): none reach its command
+    base = _record(f"{dataset}__general__M10__s0__devnet", dataset, "general", 10, 0, 0.7, variant="devnet")
+    base["method"] = "devnet"
+    base["config"].update(method="devnet", lam=1.0, prototypes=16)
+    cfg = _validated(records.reproduce_command(base))
+    assert cfg.method == "devnet"
+    # a DPDL record at the other λ than the dataset's paper λ: its command reruns that λ, not the default
+    other = 1.0 if paper_lam(dataset) == 0.01 else 0.01
+    rec = _record(f"{dataset}__general__M10__s0__lam", dataset, "general", 10, 0, 0.8, variant=f"lam={other:g}")
+    rec["config"]["lam"] = other
+    cmd = records.reproduce_command(rec)
+    assert math.isclose(_validated(cmd).lam, other) and f"--lam {other}" in cmd
+    # the dataset's full run: no --lam, and rerun with that dataset's λ
+    rec["config"]["lam"] = paper_lam(dataset)
+    cmd = records.reproduce_command(rec)
+    assert "--lam" not in cmd
+    from dpdl.model import paper_defaults
+    cfg = _validated(cmd)
+    assert math.isclose(cfg.lam, paper_defaults(dataset)["lam"])
+
+
 def test_performance_tables(tmp_path):
     frame = _records_frame(tmp_path, [_record(f"e{s}", "elpv", "general", 10, s, 0.9) for s in range(2)])
     (tmp_path / "benchmarks").mkdir()

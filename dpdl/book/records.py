@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..model import PAPER_DEFAULTS
+from ..model import paper_defaults
 from ..study.analysis import default_results_dir, load_runs
 
 
@@ -26,10 +26,13 @@ def reproduce_command(rec: dict) -> str:
         parts += ["--known-class", str(kc)]
     parts += ["--anomalies", str(rec.get("anomalies", cfg.get("anomalies"))), "--seed", str(rec.get("seed", cfg.get("seed"))),
               "--profile", profile]
-    method = str(rec.get("method") or "dpdl")
+    method = str(rec.get("method") or cfg.get("method") or "dpdl")
     if method != "dpdl":
         parts += ["--method", method]
-    defaults = {"backbone": None, **PAPER_DEFAULTS}
+    # the options that differ from the "full" DPDL of the record's dataset (its paper λ, Sec. 5.7); a baseline
+    # takes none of DPDL's options (dpdl.train.validate refuses them), whatever its record stored
+    dpdl_opts = paper_defaults(rec.get("dataset") or cfg.get("dataset")) if method == "dpdl" else {}
+    defaults = {"backbone": None, **dpdl_opts}
     for key, default in defaults.items():
         value = cfg.get(key)
         if isinstance(value, (list, tuple)):

@@ -51,7 +51,7 @@ def default_results_dir(results_dir=None) -> Path:
 
 
 def _row(rec: dict, path: Path, study: dict) -> dict:
-    from ..model import PAPER_DEFAULTS
+    from ..model import PAPER_DEFAULTS, paper_lam
     from .plan import record_variant
 
     cfg = rec.get("config") or {}
@@ -72,7 +72,7 @@ def _row(rec: dict, path: Path, study: dict) -> dict:
         heads=",".join(h for h in "nar" if h in str(heads).split(",")),
         prototypes=int(cfg.get("prototypes", PAPER_DEFAULTS["prototypes"])),
         eps=float(cfg.get("eps", PAPER_DEFAULTS["eps"])), kappa=float(cfg.get("kappa", PAPER_DEFAULTS["kappa"])),
-        lam=float(cfg.get("lam", PAPER_DEFAULTS["lam"])), use_dpl=bool(cfg.get("use_dpl", True)),
+        lam=float(cfg.get("lam", paper_lam(get("dataset")))), use_dpl=bool(cfg.get("use_dpl", True)),
         use_dfl=bool(cfg.get("use_dfl", True)), auc=(rec.get("metrics") or {}).get("auc"),
         ap=(rec.get("metrics") or {}).get("ap"), total_s=(rec.get("timings") or {}).get("total_s"),
         backbone=rec.get("backbone"), fingerprint=(rec.get("split") or {}).get("fingerprint"),

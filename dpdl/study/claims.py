@@ -28,21 +28,25 @@ GROUPS = {"Table 1": "table1", "Table 2": "table2", "Table 3": "table3", "Table 
           "Fig. 2": "fig2", "Fig. 3": "fig3"}
 AHL_GAIN = 0.083      # Sec. 5.4: "improves AHL by more than 8.3 % (relative) at M = 1 on AITEX, ELPV, Mastcam"
 AHL_DATASETS = ("aitex", "elpv", "mastcam")
-SMALL_DATASETS = ("brainmri", "headct")   # Sec. 5.7: λ = 1 best on these two, λ = 0.01 on the seven others
 INDUSTRIAL = ("mvtec", "optical", "sdd", "aitex", "elpv")   # Sec. 5.6: w/o DPL drops most on industrial data
+
+
+def _paper(key: str, param: str) -> float:
+    """The paper's value of ``param`` on dataset ``key``: :func:`dpdl.model.paper_defaults` (λ per dataset, Sec. 5.7)."""
+    from ..model import paper_defaults
+
+    return float(paper_defaults(key)[param])
+
+
 # Fig. 3's claims (Sec. 5.7): parameter -> (what the paper says, the comparisons "a beats b" from the values run)
 FIG3_CLAIMS = {
-    "prototypes": ("too few or too many prototypes C hurt", lambda key, v: [(32.0, min(v)), (32.0, max(v))]),
+    "prototypes": ("too few or too many prototypes C hurt",
+                   lambda key, v: [(_paper(key, "prototypes"), min(v)), (_paper(key, "prototypes"), max(v))]),
     "eps": ("a larger ε degrades the AUC", lambda key, v: [(min(v), max(v))]),
-    "kappa": ("κ above 10 can hurt", lambda key, v: [(10.0, max(v))]),
+    "kappa": ("κ above 10 can hurt", lambda key, v: [(_paper(key, "kappa"), max(v))]),
     "lam": ("λ = 1 is best on BrainMRI and HeadCT, λ = 0.01 on the seven larger datasets",
-            lambda key, v: [(best_lambda(key), x) for x in v if x != best_lambda(key)]),
+            lambda key, v: [(_paper(key, "lam"), x) for x in v if x != _paper(key, "lam")]),
 }
-
-
-def best_lambda(key: str) -> float:
-    """The λ the paper's Sec. 5.7 calls best on a dataset."""
-    return 1.0 if key in SMALL_DATASETS else 0.01
 
 
 def _nan(x) -> bool:

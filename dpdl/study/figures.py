@@ -137,15 +137,26 @@ def ablation(df: pd.DataFrame, *, caption: str = "", save=None):
     return _save(fig, save)
 
 
-def sensitivity(df: pd.DataFrame, *, caption: str = "", save=None):
-    """Fig. 3: AUC against C, ε, κ, λ (general, M = 10), one line per dataset; dashed line at the paper's value."""
-    from ..model import PAPER_DEFAULTS
+def paper_value_lines(d: pd.DataFrame, param: str, paper_defaults, fallback) -> dict:
+    """The paper's values of ``param`` over the datasets of ``d`` (columns key, dataset) -> the datasets at each
+    value, named only where the value differs between datasets (λ, Sec. 5.7); ``fallback`` when ``d`` is empty."""
+    per = {}
+    for key, name in dict(zip(d["key"], d["dataset"])).items():
+        per.setdefault(float(paper_defaults(key)[param]), []).append(name)
+    if not per:
+        return {float(fallback): []}
+    return per if len(per) > 1 else {v: [] for v in per}
 
-    params = [(p, label, logx, PAPER_DEFAULTS[p]) for p, label, logx in (
-        ("prototypes", "C (prototypes)", False), ("eps", "ε (bridge noise)", True),
-        ("kappa", "κ (DFL tightness)", True), ("lam", "λ (loss weight)", True))]
+
+def sensitivity(df: pd.DataFrame, *, caption: str = "", save=None):
+    """Fig. 3: AUC against C, ε, κ, λ (general, M = 10), one line per dataset; dashed line at the paper's value of
+    the datasets shown (:func:`dpdl.model.paper_defaults`: λ per dataset, Sec. 5.7, one line per value)."""
+    from ..model import PAPER_DEFAULTS, paper_defaults
+
+    params = [("prototypes", "C (prototypes)", False), ("eps", "ε (bridge noise)", True),
+              ("kappa", "κ (DFL tightness)", True), ("lam", "λ (loss weight)", True)]
     fig, axes = plt.subplots(2, 2, figsize=(9, 7), layout="constrained")
-    for ax, (param, label, logx, default) in zip(axes.ravel(), params):
+    for ax, (param, label, logx) in zip(axes.ravel(), params):
         d = df[df["param"] == param]
         if d.empty:
             _empty(ax)
@@ -153,9 +164,9 @@ def sensitivity(df: pd.DataFrame, *, caption: str = "", save=None):
             g = g.sort_values("value")
             ax.errorbar(g["value"], g["ours_mean"], yerr=_xerr(g), marker="o", capsize=3, color=f"C{i}",
                         label=g["dataset"].iloc[0])
-        ax.axvline(default, color="black", linestyle="--", linewidth=1, label="the runs' default (PAPER_DEFAULTS)")
-        if param == "lam":   # Sec. 5.7: 0.01 best on the seven larger datasets, 1 on BrainMRI and HeadCT
-            ax.axvline(0.01, color="grey", linestyle=":", linewidth=1, label="λ best per Sec. 5.7 (larger datasets)")
+        for value, names in paper_value_lines(d, param, paper_defaults, PAPER_DEFAULTS[param]).items():
+            ax.axvline(value, color="black", linestyle="--", linewidth=1,
+                       label=f"the paper's {label.split()[0]}" + (f" ({', '.join(names)})" if names else ""))
         if logx:
             ax.set_xscale("log")
         if param == "prototypes":

@@ -274,8 +274,17 @@ def _paired_seeds(ps: pd.DataFrame, variants) -> pd.DataFrame:
     return pd.concat(keep) if keep else ps
 
 
+def paper_values(runs: pd.DataFrame, key: str) -> np.ndarray:
+    """The paper's value of hyper-parameter ``key`` for each run, from its dataset (:func:`dpdl.model.paper_defaults`:
+    λ per dataset, Sec. 5.7)."""
+    from ..model import paper_defaults
+
+    return np.array([float(paper_defaults(ds)[key]) for ds in runs["dataset"]], float)
+
+
 def _at_paper_defaults(runs: pd.DataFrame, *, free=()) -> pd.DataFrame:
-    """DPDL runs whose hyper-parameters (other than ``free``) are the paper's (:data:`dpdl.model.PAPER_DEFAULTS`)."""
+    """DPDL runs whose hyper-parameters (other than ``free``) are the paper's for their dataset
+    (:func:`dpdl.model.paper_defaults`, λ per dataset)."""
     from ..model import PAPER_DEFAULTS
 
     runs = _dpdl(runs, None)
@@ -288,7 +297,7 @@ def _at_paper_defaults(runs: pd.DataFrame, *, free=()) -> pd.DataFrame:
         elif isinstance(v, bool):
             mask &= (runs[k] == v).to_numpy()
         else:
-            mask &= np.isclose(runs[k].astype(float), float(v))
+            mask &= np.isclose(runs[k].astype(float), paper_values(runs, k))
     return runs[mask]
 
 
@@ -338,16 +347,16 @@ def fig2(profile: str, results_dir=None) -> pd.DataFrame:
 def fig3(profile: str, results_dir=None) -> pd.DataFrame:
     """Fig. 3 data (general, M = 10): AUC against C, ε, κ, λ (one parameter varied, the others at the paper's
     values; the paper's value of the varied parameter is the full model), paired against the paper's value."""
-    from ..model import PAPER_DEFAULTS
+    from ..model import paper_defaults
 
     runs = analysis.load_runs(profile, results_dir)
     runs = runs[(runs["anomalies"] == 10) & (runs["setting"] == "general")]
     rows = []
     for param, sym in SWEEP_PARAMS.items():
         sel = _at_paper_defaults(runs, free=(param,))
-        default = float(PAPER_DEFAULTS[param])
-        varied = sel[~np.isclose(sel[param], default)]
+        varied = sel[~np.isclose(sel[param].astype(float), paper_values(sel, param))]
         for key in sorted(set(varied["dataset"])):
+            default = float(paper_defaults(key)[param])
             sk = sel[(sel["dataset"] == key) & sel["seed"].isin(set(varied.loc[varied["dataset"] == key, "seed"]))]
             base = sk[np.isclose(sk[param], default)].set_index("seed")["auc"]
             for value, g in sk.groupby(param):

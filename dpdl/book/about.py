@@ -18,7 +18,7 @@ def show_provenance(profile: str = "cpu", results_dir=None) -> None:
     from ..config import PROFILES
     from ..study.plan import GROUPS
 
-    runs = load_runs(profile, results_dir, include_failed=True)
+    runs = load_runs(profile, results_dir, include_failed=True, include_outdated=True)
     if runs.empty:
         _display(_md(render.not_run_line(f"run records of the {profile} profile",
                                          f"dpdl study run --profile {profile}")))

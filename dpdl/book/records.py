@@ -55,7 +55,8 @@ def reproduce_command(rec: dict) -> str:
 def provenance_table(results=None, profile: str = "cpu", records=None):
     """One row per run record: what it is, where its number came from, and the command that reruns it.
     ``records``: :func:`dpdl.study.analysis.load_runs` with ``include_failed=True`` (else read from ``results``)."""
-    recs = load_runs(profile, results, include_failed=True) if records is None else records
+    recs = (load_runs(profile, results, include_failed=True, include_outdated=True) if records is None
+            else records)
     out = recs.copy()
     out["command"] = [reproduce_command(r) for r in recs["record"]]
     out = out.sort_values(["dataset", "setting", "anomalies", "method", "variant", "known_class", "seed"],
@@ -74,7 +75,8 @@ def performance_tables(results=None, profile: str = "cpu", records=None) -> dict
     Per run: ``timings`` of the record (measured inside ``dpdl train``) and ``study.notebook_s`` (the run's share
     of the wall time of its batch's experiment notebook under ``dpdl study run``, kernel start included: the
     batch's time divided by its runs; a run alone in its kernel has it all)."""
-    recs = load_runs(profile, results, include_failed=True) if records is None else records
+    recs = (load_runs(profile, results, include_failed=True, include_outdated=True) if records is None
+            else records)
     rows = []
     for rec in recs["record"]:
         t = rec.get("timings") or {}

@@ -36,7 +36,7 @@ MAD_K = 3.0
 MIN_GAP = 0.05    # AUC: an outlier is also this far from its cell's median
 COLUMNS = ["run_id", "status", "error", "method", "profile", "dataset", "setting", "known_class", "anomalies",
            "seed", "variant", "heads", "prototypes", "eps", "kappa", "lam", "use_dpl", "use_dfl", "auc", "ap",
-           "total_s", "backbone", "fingerprint", "code_version", "date", "groups", "path", "record"]
+           "total_s", "backbone", "fingerprint", "code_version", "date", "groups", "outdated", "path", "record"]
 
 
 def default_results_dir(results_dir=None) -> Path:
@@ -77,7 +77,20 @@ def _row(rec: dict, path: Path, study: dict) -> dict:
         ap=(rec.get("metrics") or {}).get("ap"), total_s=(rec.get("timings") or {}).get("total_s"),
         backbone=rec.get("backbone"), fingerprint=(rec.get("split") or {}).get("fingerprint"),
         code_version=rec.get("code_version"), date=rec.get("date"),
-        groups=",".join((rec.get("study") or {}).get("groups") or []), path=str(path), record=rec)
+        groups=",".join((rec.get("study") or {}).get("groups") or []), outdated=_outdated(rec), path=str(path),
+        record=rec)
+
+
+def _outdated(rec: dict) -> str:
+    """What the code now sets otherwise than a finished run of the study had it (dpdl.study.outdated), joined by
+    ","; "" when the record is current, or holds no profile settings to compare (a hand-made record)."""
+    if rec.get("status") != "ok" or not isinstance(rec.get("profile_settings"), dict):
+        return ""
+    from .outdated import outdated_fields
+    try:
+        return ",".join(outdated_fields(rec, str(rec.get("profile"))))
+    except (TypeError, ValueError, KeyError):
+        return "unreadable settings"
 
 
 def is_study_record(rec, path) -> bool:
@@ -90,10 +103,13 @@ def is_study_record(rec, path) -> bool:
     return isinstance(rec.get("study"), dict) or not (isinstance(cfg, dict) and cfg.get("out"))
 
 
-def load_runs(profile: str, results_dir=None, *, include_failed: bool = False) -> pd.DataFrame:
+def load_runs(profile: str, results_dir=None, *, include_failed: bool = False,
+              include_outdated: bool = False) -> pd.DataFrame:
     """One row per run record ``<results_dir>/runs/<profile>/*/run.json`` (columns :data:`COLUMNS`; ``record``
-    holds the parsed JSON). Unreadable or malformed files and foreign records (:func:`is_study_record`) are skipped; without ``include_failed`` only finished runs with an
-    AUC (``status == "ok"``)."""
+    holds the parsed JSON). Unreadable or malformed files and foreign records (:func:`is_study_record`) are
+    skipped; without ``include_failed`` only finished runs with an
+    AUC (``status == "ok"``); without ``include_outdated`` only runs made with the settings of the code now
+    (``outdated`` empty: dpdl.study.outdated), so that no table mixes two readings of the method."""
     from .plan import load_study
 
     base = default_results_dir(results_dir) / "runs" / profile
@@ -110,6 +126,8 @@ def load_runs(profile: str, results_dir=None, *, include_failed: bool = False) -
     df = pd.DataFrame(rows, columns=COLUMNS)
     if not include_failed:
         df = df[(df["status"] == "ok") & df["auc"].notna()].copy()
+    if not include_outdated:            # the tables use only runs made with the code's settings now (its reading)
+        df = df[df["outdated"] == ""].copy()
     df["auc"] = df["auc"].astype(float)
     return df.reset_index(drop=True)
 

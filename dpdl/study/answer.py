@@ -89,13 +89,16 @@ def cell_records(dpdl: pd.DataFrame) -> pd.DataFrame:
 def _reading(profile: str, results_dir=None) -> str:
     """Which reading of Eqs. (8)-(17) the profile's DPDL records ran, and the λ of the records of the Table 1/2 cells
     per dataset (:func:`cell_records`) against Sec. 5.7 (:func:`dpdl.model.paper_lam`)."""
-    runs = analysis.load_runs(profile, results_dir)
-    if runs.empty:
+    every = analysis.load_runs(profile, results_dir, include_outdated=True)
+    if every.empty:
         return ""
+    runs, n_old = every[every["outdated"] == ""], int((every["outdated"] != "").sum())
+    old = (f" {n_old} finished run(s) made with earlier settings (another reading or λ) are left out of every table "
+           f"(`dpdl study status --profile {profile}`; `dpdl study run --rerun-outdated` replaces them)." if n_old else "")
     dpdl = runs[(runs["method"] == "dpdl") & (runs["status"] == "ok")]
     readings = sorted({str((r.get("dpdl_config") or {}).get("dpl_loss", "?")) for r in dpdl["record"]})
     if not readings:
-        return ""
+        return old
     from ..model import paper_lam
     what = {"bridge": "a learnt Schrödinger bridge, Eqs. 10–13 evaluated, Eqs. 9 and 14 not used",
             "margin": "no Schrödinger bridge: a mixture likelihood with a margin",
@@ -109,7 +112,7 @@ def _reading(profile: str, results_dir=None) -> str:
     if lams:
         text += (f", λ of the Table 1/2 runs per dataset {'as Sec. 5.7 says' if as_paper else 'NOT all as Sec. 5.7 says'}"
                  f": {lams}")
-    return text + " ([Method](../method.md))."
+    return text + " ([Method](../method.md))." + old
 
 
 def fidelity(profile: str, results_dir=None) -> str:

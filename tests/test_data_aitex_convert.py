@@ -200,8 +200,24 @@ def _existing_output(raw):
     return None
 
 
+def _save16(arr, path):
+    """A 16-bit grey PNG (values above 255: convert("L") would clip them)."""
+    Image.fromarray(arr.astype(np.uint16) * 257).save(path)
+
+
+def _sixteen_bit_strip(raw):
+    _save16(strip(768, 12), raw / "Defect_images" / "Defect_images" / "0012_010_02.png")
+    return "0012_010_02.png"
+
+
+def _sixteen_bit_mask(raw):
+    _save16(mask(768, 5), raw / "Mask_images" / "0010_002_00_mask.png")
+    return "0010_002_00_mask.png"
+
+
 @pytest.mark.parametrize("breaker", [_break_mask_folder, _corrupt_strip, _corrupt_normal_strip, _unknown_code,
-                                     _bad_name, _mask_of_other_size, _existing_output])
+                                     _bad_name, _mask_of_other_size, _existing_output, _sixteen_bit_strip,
+                                     _sixteen_bit_mask])
 def test_broken_release_one_sentence_rc2_nothing_written(release, tmp_path, capsys, breaker):
     raw, _ = release
     culprit = breaker(raw)
@@ -216,6 +232,14 @@ def test_broken_release_one_sentence_rc2_nothing_written(release, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("dpdl data: error:") and culprit in err, err
     assert sorted(p.relative_to(parent) for p in parent.rglob("*")) == before   # nothing written, no temp left
+
+
+def test_a_broken_release_leaves_no_parent_folder_behind(release, tmp_path, capsys):
+    raw, _ = release
+    _corrupt_strip(raw)
+    assert main(["data", "convert", "aitex", str(raw), str(tmp_path / "new" / "deeper" / "aitex")]) == 2
+    assert "0012_010_02.png" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()                               # the folders made for OUT are gone too
 
 
 def test_defect_codes_are_the_twelve_classes_of_shared():

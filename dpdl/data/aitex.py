@@ -108,22 +108,33 @@ def read_grey(path: Path, what: str) -> tuple[np.ndarray, bool]:
     """``(array (H, W) uint8, had_alpha)``: the image at ``path``, alpha dropped, colour channels reduced by max.
 
     For the strips (grey in the release) the max of equal channels is the grey value; for masks it keeps every
-    non-zero pixel of any channel. An unreadable file is one ``ValueError`` naming it and ``what`` it is.
+    non-zero pixel of any channel. An unreadable file, or one of more than 8 bits per channel (16-bit, 32-bit or
+    float grey: reducing it to 8 bits would clip it), is one ``ValueError`` naming it and ``what`` it is.
     """
     try:
         with Image.open(path) as im:
+            deep = im.mode if im.mode.startswith(("I", "F")) else None
+            if deep:
+                raise _TooDeep
             im.load()
             had_alpha = im.mode in ("LA", "RGBA", "PA") or "transparency" in im.info
             im = _drop_alpha(im)
             if im.mode not in ("L", "RGB"):
                 im = im.convert("RGB") if im.mode in ("CMYK", "YCbCr", "HSV", "LAB") else im.convert("L")
             arr = np.asarray(im)
+    except _TooDeep:
+        raise ValueError(f"AITEX release: the {what} {path} has more than 8 bits per pixel (mode {deep}): expected "
+                         "an 8-bit image as in the release (reducing it to 8 bits would clip it).") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"AITEX release: cannot read the {what} {path}: expected a readable 8-bit image "
                          f"({type(exc).__name__}).") from None
     if arr.ndim == 3:
         arr = arr.max(axis=-1)
     return np.ascontiguousarray(arr.astype(np.uint8)), had_alpha
+
+
+class _TooDeep(Exception):
+    """An image of more than 8 bits per channel (read_grey refuses it)."""
 
 
 def tile_boxes(width: int, tile: int = TILE) -> list[tuple[int, int]]:
@@ -194,15 +205,23 @@ def convert_aitex(raw, out, tile: int = TILE) -> ConvertReport:
     defect_dir = _release_dir(raw, "Defect_images")
     mask_dir = _release_dir(raw, "Mask_images")
     report = ConvertReport(out=str(out))
+    made = [a for a in reversed(out.absolute().parents) if not a.exists()]   # out's missing parents, outermost first
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.converting-", dir=out.parent))
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.converting-", dir=out.parent))
         _convert_into(tmp, normal_dir, defect_dir, mask_dir, int(tile), report)
         if out.exists():
             out.rmdir()   # empty (checked above)
         os.replace(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(made):      # the parent folders made for out go too: nothing is left behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return report
 

@@ -200,19 +200,18 @@ def _existing_output(raw):
     return None
 
 
-def _save16(arr, path):
-    """A 16-bit grey PNG (values above 255: convert("L") would clip them)."""
-    Image.fromarray(arr.astype(np.uint16) * 257).save(path)
+def _save16(arr, raw, rel: str) -> str:
+    """``arr`` as a 16-bit grey PNG at ``raw/rel`` (values above 255: convert("L") would clip them); its name."""
+    Image.fromarray(arr.astype(np.uint16) * 257).save(raw / rel)
+    return Path(rel).name
 
 
 def _sixteen_bit_strip(raw):
-    _save16(strip(768, 12), raw / "Defect_images" / "Defect_images" / "0012_010_02.png")
-    return "0012_010_02.png"
+    return _save16(strip(768, 12), raw, "Defect_images/Defect_images/0012_010_02.png")
 
 
 def _sixteen_bit_mask(raw):
-    _save16(mask(768, 5), raw / "Mask_images" / "0010_002_00_mask.png")
-    return "0010_002_00_mask.png"
+    return _save16(mask(768, 5), raw, "Mask_images/0010_002_00_mask.png")
 
 
 @pytest.mark.parametrize("breaker", [_break_mask_folder, _corrupt_strip, _corrupt_normal_strip, _unknown_code,

@@ -27,10 +27,11 @@ Quirks of the release, each handled by name (:data:`QUIRKS`):
 * ``alpha`` – an alpha channel (strip or mask) is dropped before anything else; tiles are written 8-bit grey.
 * ``narrow strip`` – a strip narrower than a whole number of tiles: its last tile is narrower.
 
-A broken release (a missing folder, an unreadable strip or mask, a defect code not in :data:`DEFECT_CLASSES`, a
-strip name not ``NNNN_DDD_FF``, a mask of another size than its strip) is one ``ValueError``/
-``FileNotFoundError`` sentence naming the file, and nothing is written: the tiles go to a temporary folder beside
-``out`` that is moved into place only when everything has been converted.
+A broken release (a missing folder, an unreadable strip or mask, one of more than 8 bits per pixel, a defect code
+not in :data:`DEFECT_CLASSES`, a strip name not ``NNNN_DDD_FF``, a mask of another size than its strip) is one
+``ValueError``/``FileNotFoundError`` sentence naming the file, and nothing is written: the tiles go to a temporary
+folder beside ``out`` that is moved into place only when everything has been converted (parent folders made for
+``out`` are removed again).
 """
 from __future__ import annotations
 

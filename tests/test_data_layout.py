@@ -90,6 +90,23 @@ def test_headct_kaggle_csv(tmp_path, png_writer, no_shared):
 
 
 # ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("bad_row,named", [("x7, 1", "id is 'x7'"), ("7, yes", "hemorrhage is 'yes'"),
+                                           ("7", "hemorrhage is missing"), ("7, 2", "hemorrhage is 2"),
+                                           ("\u0667, 1", "id is")])
+def test_headct_malformed_csv_names_the_file_and_line(bad_row, named, tmp_path, png_writer, no_shared):
+    root = tmp_path / "headct"
+    rows = ["id, hemorrhage"]
+    for i in range(12):
+        png_writer(root / "head_ct" / "head_ct" / f"{i:03d}.png", mode="L")
+        rows.append(f"{i}, {int(i % 2 == 0)}")
+    rows.insert(4, bad_row)                                              # line 5 of the file
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError) as exc:
+        make_split("headct", anomalies=2, seed=0, data_root=tmp_path)
+    msg = one_sentence(exc)
+    assert f"{root / 'labels.csv'}, line 5" in msg and named in msg, msg
+
+
 def test_unknown_dataset():
     with pytest.raises(ValueError) as exc:
         make_split("mvtec_carpets")

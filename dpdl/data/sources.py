@@ -226,16 +226,30 @@ def read_headct_csv(root: Path, dataset: str = "headct") -> Pool:
         for row in reader:
             if not row:
                 continue
-            ident = int(row[i_id])
+            ident, hem = (_csv_int(row, i, name, labels, reader.line_num, dataset)
+                          for i, name in ((i_id, "id"), (i_h, "hemorrhage")))
+            if hem not in (0, 1):
+                raise ValueError(f"dataset {dataset!r}: {labels}, line {reader.line_num}: hemorrhage is {hem}: "
+                                 "expected 0 or 1.")
             if ident not in by_id:
                 raise FileNotFoundError(f"dataset {dataset!r}: no image {ident:03d}.png below {root} "
                                         f"for the row id={ident} of {labels}.")
             p = by_id[ident]
-            if int(row[i_h]):
+            if hem:
                 anomaly.append(Sample(_key(dataset, root, p), str(p), 1, "hemorrhage"))
             else:
                 normal.append(Sample(_key(dataset, root, p), str(p), 0, NORMAL_CLASS))
     return Pool(normal=sorted(normal), anomaly=sorted(anomaly))
+
+
+def _csv_int(row: list[str], i: int, name: str, path: Path, line: int, dataset: str) -> int:
+    """Column ``i`` (``name``) of a CSV row as a non-negative integer (ASCII digits); else one sentence naming the
+    file and the line."""
+    value = row[i].strip() if i < len(row) else None
+    if value is None or not re.fullmatch(r"[0-9]+", value):
+        found = "missing" if value is None else repr(value)
+        raise ValueError(f"dataset {dataset!r}: {path}, line {line}: {name} is {found}: expected an integer.")
+    return int(value)
 
 
 # --------------------------------------------------------------------------- SDD

@@ -34,7 +34,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+import warnings
+with warnings.catch_warnings():     # no "IProgress not found" notice in the book's pages (no ipywidgets there)
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
 
 from .backbones import TAP_ORDER, FeatureExtractor, combine_taps
 from .cutmix import pseudo_anomaly

@@ -31,7 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+import warnings
+with warnings.catch_warnings():     # no "IProgress not found" notice in the book's pages (no ipywidgets there)
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
 
 # Deterministic cuBLAS (torch.use_deterministic_algorithms on CUDA needs it): set here, before any CUDA work.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -24,7 +24,8 @@ import torch
 from _common import ROOT, write
 from _trained import features, trained
 
-from dpdl import bridge
+from dpdl.methods.dpdl import bridge
+from dpdl.methods.shared.mixture import diag_gaussian_log_density
 
 LOSSES = {"printed L^n (Eq. 16)": ("printed", "n"), "printed L^a (Eq. 17)": ("printed", "a"),
           "margin L^n": ("margin", "n"), "margin L^a": ("margin", "a")}
@@ -59,8 +60,8 @@ def directions(dpdl_model, x, y, reading, term, n_normal=64):
         return t - (t * xh).sum(1, keepdim=True) * xh if unit else t
     with torch.no_grad():
         xn, xa = xn.detach(), xa.detach()
-        cn = bridge._component_log_density(xn, mu, sigma, eps).argmax(1)
-        ca = bridge._component_log_density(xa, mu, sigma, eps).argmax(1)
+        cn = diag_gaussian_log_density(xn, mu, sigma, eps).argmax(1)
+        ca = diag_gaussian_log_density(xa, mu, sigma, eps).argmax(1)
         out = {}
         rows = {"normals": (fn.grad, tangent(mu[cn] - xn, xn)), "anomalies": (fa.grad, tangent(mu[ca] - xa, xa))}
         owned = [c for c in cn.unique().tolist()]

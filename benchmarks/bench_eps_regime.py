@@ -1,7 +1,7 @@
 """Why Fig. 3's epsilon curve is flat under the margin reading: how soft DPDL's soft minimum is at each epsilon.
 
 The DPL distance of the margin reading of Eqs. (16)-(17) is d(y) = -2e log sum_c exp(-d_c(y)/2e), i.e.
--2e log phi_1 of Eq. (8) up to a constant (dpdl.bridge.soft_distance): a soft minimum at temperature 2e over the
+-2e log phi_1 of Eq. (8) up to a constant (dpdl.methods.dpdl.bridge.soft_distance): a soft minimum at temperature 2e over the
 prototypes' energies d_c. It differs from the hard minimum only where
 the gap between the two smallest energies is of the order of 2e or less. For each trained model of Fig. 3's
 epsilon axis (ELPV, general, M=10, cpu profile, the study's run folders), on the TRAINING normals of its own split
@@ -21,7 +21,8 @@ import argparse
 import torch
 from _common import ROOT, fail, write
 
-from dpdl import bridge
+from dpdl.methods.dpdl import bridge
+from dpdl.methods.shared.mixture import diag_gaussian_log_density
 
 EPS = {"eps=0.0001": 1e-4, "full": 1e-3, "eps=0.01": 1e-2}
 
@@ -32,7 +33,7 @@ def energies(xb, la, mu, sigma, eps):
     import math
     D = xb.shape[1]
     log_alpha = torch.log_softmax(la.double(), dim=0)
-    return (-2 * eps * bridge._component_log_density(xb, mu, sigma, eps) - eps * D * math.log(2 * math.pi * eps)
+    return (-2 * eps * diag_gaussian_log_density(xb, mu, sigma, eps) - eps * D * math.log(2 * math.pi * eps)
             - 2 * eps * log_alpha[None, :])
 
 
@@ -54,7 +55,7 @@ def one(run_dir, eps):
         w = torch.softmax(-e / (2 * eps), dim=1)
         two = e.topk(2, dim=1, largest=False).values
         gap = (two[:, 1] - two[:, 0]) / (2 * eps)
-        cstar = {k: bridge._component_log_density(xb, mu, sigma, v).argmax(dim=1) for k, v in EPS.items()}
+        cstar = {k: diag_gaussian_log_density(xb, mu, sigma, v).argmax(dim=1) for k, v in EPS.items()}
     own = cstar[next(k for k, v in EPS.items() if v == eps)]
     return {"rows": len(xb), "hard_share": float((w.max(dim=1).values > 0.99).double().mean()),
             "median_gap_in_2eps": float(gap.median()),

@@ -9,7 +9,7 @@ from .backbones import list_backbones
 from .checks import int_at_least
 from .config import PROFILES
 from .methods import METHODS
-from .model import PAPER_DEFAULTS as PD
+from .methods.dpdl.model import PAPER_DEFAULTS as PD
 from .train import PROTOTYPES_MAX
 
 

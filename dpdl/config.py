@@ -143,7 +143,7 @@ def recorded_value(settings: dict, name: str):
 
 PROFILES: dict[str, Profile] = {
     # paper: StepLR and gradient clipping are off for DPDL (the paper states neither; a schedule would be ours);
-    # DRA trains with its code's StepLR(10, 0.1) and clip 1.0 through method_protocol (dpdl.baselines.DRA.protocol).
+    # DRA trains with its code's StepLR(10, 0.1) and clip 1.0 through method_protocol (dpdl.methods.DRA.protocol).
     # rotate, scales: DRA's code; autocast/channels_last: GPU speed; 12 loader workers for a 16-core GPU machine.
     "paper": Profile(name="paper", image_size=448, backbone="resnet18", finetune_backbone=True,
                      feature_cache=False, epochs=50, iters_per_epoch=20, batch_size=48,

@@ -44,7 +44,7 @@ from .checks import check_weight_file
 from .config import Profile, get_profile
 from .methods import METHODS, check_options, method_class
 from .modes import embed_all, evaluate, prepare_features, seed_everything, setup_features, setup_images  # noqa: F401
-from .model import PAPER_DEFAULTS, paper_defaults, paper_lam
+from .methods.dpdl.model import PAPER_DEFAULTS, paper_defaults, paper_lam
 from .net import Net
 from .records import (SCHEMA_VERSION, atomic_write_json, code_version, holds_finished_run, utc_now,
                       write_run_files)
@@ -52,7 +52,7 @@ from .records import (SCHEMA_VERSION, atomic_write_json, code_version, holds_fin
 HEAD_NAMES = ("n", "a", "r")
 PROTOTYPES_MAX = 4096    # --prototypes: the paper uses C = 32; more than this is a typo, not a study
 IMAGE_SIZE_MAX = 2048    # --set image_size: the paper trains at 448 px; larger would not fit a GPU's memory
-DEFAULTS = PAPER_DEFAULTS  # the paper's C, eps, kappa, lam, heads: defined once, in dpdl.model
+DEFAULTS = PAPER_DEFAULTS  # the paper's C, eps, kappa, lam, heads: defined once, in dpdl.methods.dpdl.model
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -77,7 +77,7 @@ class RunConfig:
     prototypes: int = PAPER_DEFAULTS["prototypes"]
     eps: float = PAPER_DEFAULTS["eps"]
     kappa: float = PAPER_DEFAULTS["kappa"]
-    lam: float | None = None             # None: the paper's λ for the dataset (dpdl.model.paper_lam, Sec. 5.7)
+    lam: float | None = None             # None: the paper's λ for the dataset (dpdl.methods.dpdl.model.paper_lam, Sec. 5.7)
     method_options: dict = field(default_factory=dict)  # more fields of the method's config (dpdl.methods)
     data_root: str | None = None
     out: str | None = None
@@ -228,7 +228,7 @@ def validate(cfg: RunConfig) -> tuple[Profile, str]:
     cache_folder()
     if profile.batch_size < 3:
         raise ValueError(f"batch size must be >= 3, got {profile.batch_size}")
-    from .model import BINARY_LOSSES
+    from .methods.dpdl.model import BINARY_LOSSES
     if profile.head_loss not in BINARY_LOSSES:
         raise ValueError(f"profile field head_loss must be one of {', '.join(BINARY_LOSSES)}, "
                          f"got {profile.head_loss!r}")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import nbformat as nbf
 
-from dpdl.model import PAPER_DEFAULTS
+from dpdl.methods.dpdl.model import PAPER_DEFAULTS
 
 
 def _paper_defaults() -> str:
-    """The parameter lines of the paper's hyper-parameters, from their one source (dpdl.model.PAPER_DEFAULTS)."""
-    notes = {"prototypes": "C", "eps": "epsilon", "lam": "lambda; None: the paper's per dataset (dpdl.model.paper_lam)"}
+    """The parameter lines of the paper's hyper-parameters, from their one source (dpdl.methods.dpdl.model.PAPER_DEFAULTS)."""
+    notes = {"prototypes": "C", "eps": "epsilon", "lam": "lambda; None: the paper's per dataset (dpdl.methods.dpdl.model.paper_lam)"}
     values = {**PAPER_DEFAULTS, "lam": None}
     return "\n".join(f"{k} = {values[k]!r}" + (f"  # {notes[k]}" if k in notes else "")
                      for k in ("heads", "prototypes", "eps", "kappa", "lam"))
@@ -83,7 +83,7 @@ dispersion feature learning (w/o DFL), M = 10, general and hard setting (hard: m
 paper gives no numbers for Fig. 2, only the claim that removing either part causes a clear AUC drop, largest
 for w/o DPL on industrial datasets; below are our measurements.""", 'pages.show("fig2", profile, results_dir)', "pages"),
     "report_fig3_sensitivity": ("Fig. 3 — parameter sensitivity", """
-AUC (general setting, M = 10) as one hyper-parameter varies with the others at the paper's values (`dpdl.model.PAPER_DEFAULTS`;
+AUC (general setting, M = 10) as one hyper-parameter varies with the others at the paper's values (`dpdl.methods.dpdl.model.PAPER_DEFAULTS`;
 dashed lines). The paper gives no numbers for Fig. 3; it claims performance is stable
 over a range, that too few or too many prototypes C hurt, that larger ε slowly degrades AUC, that κ above 10
 can hurt, and that λ = 0.01 is best on larger datasets and λ = 1 on small ones.

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from dpdl.baselines import DRA, KNN, DevNet, DRAConfig, KNNConfig
+from dpdl.methods.devnet import DevNet
+from dpdl.methods.dra import DRA, DRAConfig
+from dpdl.methods.knn import KNN, KNNConfig
 from dpdl.config import get_profile
-from dpdl.heads import deviation_loss
+from dpdl.methods.shared.heads import deviation_loss
 from dpdl.methods import METHODS, build_method, check_options
 from dpdl.train import RunConfig, run, variant_tag
 

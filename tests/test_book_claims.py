@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from dpdl import paper
-from dpdl.model import paper_lam
+from dpdl.methods.dpdl.model import paper_lam
 from dpdl.study import analysis, claims, tables
 
 PROFILE = "cpu"

@@ -136,7 +136,7 @@ def _vlines(ax):
 
 
 def test_fig3_marks_each_datasets_paper_lambda():
-    from dpdl.model import paper_lam
+    from dpdl.methods.dpdl.model import paper_lam
 
     df = _fig3()
     both = pd.concat([df, df.assign(key="brainmri", dataset="BrainMRI")])

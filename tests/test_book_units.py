@@ -100,7 +100,7 @@ def _validated(cmd: str):
 
 @pytest.mark.parametrize("dataset", ["aitex", "brainmri"])
 def test_rerun_commands_parse_validate_and_keep_lambda(dataset):
-    from dpdl.model import paper_lam
+    from dpdl.methods.dpdl.model import paper_lam
 
     # a baseline record whose config stored DPDL's options (lam 1.0 from an older default): none reach its command
     base = _record(f"{dataset}__general__M10__s0__devnet", dataset, "general", 10, 0, 0.7, variant="devnet")
@@ -118,7 +118,7 @@ def test_rerun_commands_parse_validate_and_keep_lambda(dataset):
     rec["config"]["lam"] = paper_lam(dataset)
     cmd = records.reproduce_command(rec)
     assert "--lam" not in cmd
-    from dpdl.model import paper_defaults
+    from dpdl.methods.dpdl.model import paper_defaults
     cfg = _validated(cmd)
     assert math.isclose(cfg.lam, paper_defaults(dataset)["lam"])
 

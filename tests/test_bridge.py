@@ -1,4 +1,4 @@
-"""dpdl.bridge against independent computations: Monte Carlo, quadrature, scipy densities, generic
+"""dpdl.methods.dpdl.bridge against independent computations: Monte Carlo, quadrature, scipy densities, generic
 Gaussian integrals + autograd, and the SDE endpoint law."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scipy import integrate
 from scipy.special import logsumexp as np_logsumexp
 from scipy.stats import multivariate_normal
 
-from dpdl import bridge
+from dpdl.methods.dpdl import bridge
 
 
 def make_params(C=3, D=3, seed=0, scale_mu=0.5, dtype=torch.float64):

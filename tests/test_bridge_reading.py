@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from dpdl import bridge
-from dpdl.model import DPDLConfig, DPDLModel
+from dpdl.methods.dpdl import bridge
+from dpdl.methods.dpdl.model import DPDLConfig, DPDLModel
 
 BRIDGE = dict(alpha_param="eps_scaled", bridge_input="unit", dpl_loss="bridge", residual="bridge",
               log_sigma_bound=3.0, prototype_decay=False)

@@ -1,4 +1,4 @@
-"""dpdl.dispersion (Eq. 19) against a direct double loop."""
+"""dpdl.methods.dpdl.dispersion (Eq. 19) against a direct double loop."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from dpdl.dispersion import dispersion_loss
+from dpdl.methods.dpdl.dispersion import dispersion_loss
 
 
 def loop_reference(z, kappa):

@@ -67,8 +67,8 @@ def test_same_seed_same_auc_twice_on_cuda():
 def test_cpu_generator_drives_cuda_draws():
     """Prototype init (Eq. 15) and the plan sample (Eq. 13) on CUDA tensors with a CPU generator: no device error,
     and the same draws as on the CPU."""
-    from dpdl.bridge import sample_plan
-    from dpdl.prototypes import vq_codebook
+    from dpdl.methods.dpdl.bridge import sample_plan
+    from dpdl.methods.dpdl.prototypes import vq_codebook
     torch.manual_seed(0)
     x = 10 * torch.randn(8, 64)[torch.arange(200) % 8] + 0.1 * torch.randn(200, 64)   # 8 clear clusters
     cpu = vq_codebook(x, 8, generator=torch.Generator().manual_seed(1))

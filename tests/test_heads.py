@@ -1,11 +1,11 @@
-"""dpdl.heads: top-K pooling (Eq. 20), shapes, the normal head (Eq. 21), the prototype residual (Eq. 22)."""
+"""dpdl.methods.dpdl.heads: top-K pooling (Eq. 20), shapes, the normal head (Eq. 21), the prototype residual (Eq. 22)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dpdl import bridge
-from dpdl.heads import NormalHead, TopKHead, prototype_residual, topk_k, topk_mean
+from dpdl.methods.dpdl import bridge
+from dpdl.methods.dpdl.heads import NormalHead, TopKHead, prototype_residual, topk_k, topk_mean
 
 
 @pytest.mark.parametrize("n,ratio,k", [(196, 0.1, 19), (9, 0.1, 1), (1, 0.1, 1), (49, 0.1, 4), (100, 0.25, 25), (10, 1.0, 10)])
@@ -74,7 +74,7 @@ def test_residual_sampled_is_stochastic_and_differentiable():
 def test_deviation_loss_matches_devnet_with_a_sampled_reference():
     """DevNet's form draws reference scores r ~ N(0, 1) and uses (s - mean r) / std r; with many draws it must
     agree with ours (exact mean 0, std 1)."""
-    from dpdl.heads import deviation_loss
+    from dpdl.methods.shared.heads import deviation_loss
     g = torch.Generator().manual_seed(0)
     s = torch.randn(64, generator=g, dtype=torch.float64) * 4 + 1
     t = (torch.rand(64, generator=g) < 0.4).double()
@@ -85,7 +85,7 @@ def test_deviation_loss_matches_devnet_with_a_sampled_reference():
 
 
 def test_deviation_loss_closed_form_cases_and_gradient():
-    from dpdl.heads import deviation_loss
+    from dpdl.methods.shared.heads import deviation_loss
     assert float(deviation_loss(torch.tensor([0.0, 7.0]), torch.tensor([0.0, 1.0]))) == 0.0   # both satisfied
     # a normal at -3 costs 3, an anomaly at 2 costs 5 - 2 = 3: mean 3
     assert float(deviation_loss(torch.tensor([-3.0, 2.0]), torch.tensor([0.0, 1.0]))) == pytest.approx(3.0)

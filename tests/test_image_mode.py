@@ -82,7 +82,7 @@ def test_devnet_two_scales_average_the_head_over_nearest_resized_inputs():
         m64, m32 = net.backbone(img), net.backbone(img[:, :, ::2, ::2])   # nearest 64 -> 32 takes every other pixel
         want = (net.method.head(m64) + net.method.head(m32)) / 2
         assert torch.allclose(net.score(x), want, atol=1e-5)
-        from dpdl.heads import deviation_loss
+        from dpdl.methods.shared.heads import deviation_loss
         y = torch.tensor([0, 0, 1, 1])                      # the loss is taken on the averaged scores
         assert float(net.losses(x, y)["head"]) == pytest.approx(float(deviation_loss(want, y.float())), rel=1e-5)
     one = _net("devnet", ())

@@ -1,13 +1,13 @@
-"""dpdl.model: Eq. (23) assembly, ablation switches, the inference score, config validation, finiteness."""
+"""dpdl.methods.dpdl.model: Eq. (23) assembly, ablation switches, the inference score, config validation, finiteness."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dpdl import bridge
-from dpdl.dispersion import dispersion_loss
-from dpdl.model import PRINTED_READING, DPDLConfig, DPDLModel, check_finite
+from dpdl.methods.dpdl import bridge
+from dpdl.methods.dpdl.dispersion import dispersion_loss
+from dpdl.methods.dpdl.model import PRINTED_READING, DPDLConfig, DPDLModel, check_finite
 
 CF, HW = 8, (5, 5)
 P = PRINTED_READING        # these tests check the printed Eqs. (16)-(17), (22); tests/test_readings.py the others
@@ -184,7 +184,7 @@ def test_paper_settings_finite_float32(reading):
 
 
 def test_deviation_binary_loss_is_used_for_every_head():
-    from dpdl.heads import deviation_loss
+    from dpdl.methods.shared.heads import deviation_loss
     m = make(DPDLConfig(prototypes=4, eps=0.05, binary_loss="deviation", **P))
     x, y = batch()
     m.eval()

@@ -1,10 +1,10 @@
-"""dpdl.prototypes: VQ codebook (Eq. 15), initialisation, accessors, most probable prototype (Eq. 22)."""
+"""dpdl.methods.dpdl.prototypes: VQ codebook (Eq. 15), initialisation, accessors, most probable prototype (Eq. 22)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dpdl.prototypes import MultiGaussianPrototypes, vq_codebook, vq_loss
+from dpdl.methods.dpdl.prototypes import MultiGaussianPrototypes, vq_codebook, vq_loss
 
 
 def blobs(n_per=60, C=4, D=10, seed=0, spread=0.3):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from dpdl import bridge
-from dpdl.model import PRINTED_READING, DPDLConfig, DPDLModel
-from dpdl.prototypes import MultiGaussianPrototypes
+from dpdl.methods.dpdl import bridge
+from dpdl.methods.dpdl.model import PRINTED_READING, DPDLConfig, DPDLModel
+from dpdl.methods.dpdl.prototypes import MultiGaussianPrototypes
 
 CF, HW = 8, (4, 4)
 D = CF * HW[0] * HW[1]

@@ -82,7 +82,7 @@ def test_variant_tags_agree_with_training():
 
 def test_lambda_per_dataset():
     """Sec. 5.7: λ = 0.01 on the larger datasets, 1 on BrainMRI and HeadCT; "lam=<v>" always means that λ."""
-    from dpdl.model import paper_lam
+    from dpdl.methods.dpdl.model import paper_lam
     from dpdl.train import RunConfig, method_options
     from dpdl.config import get_profile
     assert [paper_lam(d) for d in ("elpv", "sdd", "mvtec_carpet", "brainmri", "headct")] == [0.01] * 3 + [1.0] * 2
@@ -182,7 +182,7 @@ def test_default_jobs():
 def test_a_dpdl_record_made_with_another_reading_is_outdated():
     from dataclasses import asdict
     from dpdl.config import get_profile
-    from dpdl.model import PRINTED_READING, DPDLConfig
+    from dpdl.methods.dpdl.model import PRINTED_READING, DPDLConfig
     from dpdl.train import RunConfig, method_options
     cfg = RunConfig("synthetic", profile="smoke")
     now = method_options(cfg, get_profile("smoke"))

@@ -42,7 +42,7 @@ def test_same_seed_same_auc(smoke_run):
 
 
 def test_non_finite_loss_fails_the_run_naming_step_and_term(tmp_path, monkeypatch):
-    from dpdl import model
+    from dpdl.methods.dpdl import model
     calls = {"n": 0}
     real = model.dispersion_loss
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..model import paper_defaults
+from ..methods.dpdl.model import paper_defaults
 from ..study.analysis import default_results_dir, load_runs
 
 

@@ -51,7 +51,7 @@ def default_results_dir(results_dir=None) -> Path:
 
 
 def _row(rec: dict, path: Path, study: dict) -> dict:
-    from ..model import PAPER_DEFAULTS, paper_lam
+    from ..methods.dpdl.model import PAPER_DEFAULTS, paper_lam
     from .plan import record_variant
 
     cfg = rec.get("config") or {}

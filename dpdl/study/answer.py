@@ -88,7 +88,7 @@ def cell_records(dpdl: pd.DataFrame) -> pd.DataFrame:
 
 def _reading(profile: str, results_dir=None) -> str:
     """Which reading of Eqs. (8)-(17) the profile's DPDL records ran, and the λ of the records of the Table 1/2 cells
-    per dataset (:func:`cell_records`) against Sec. 5.7 (:func:`dpdl.model.paper_lam`)."""
+    per dataset (:func:`cell_records`) against Sec. 5.7 (:func:`dpdl.methods.dpdl.model.paper_lam`)."""
     every = analysis.load_runs(profile, results_dir, include_outdated=True)
     if every.empty:
         return ""
@@ -99,7 +99,7 @@ def _reading(profile: str, results_dir=None) -> str:
     readings = sorted({str((r.get("dpdl_config") or {}).get("dpl_loss", "?")) for r in dpdl["record"]})
     if not readings:
         return old
-    from ..model import paper_lam
+    from ..methods.dpdl.model import paper_lam
     what = {"bridge": "a learnt Schrödinger bridge, Eqs. 10–13 evaluated, Eqs. 9 and 14 not used",
             "margin": "no Schrödinger bridge: a mixture likelihood with a margin",
             "printed": "Eqs. 16–17 as printed"}

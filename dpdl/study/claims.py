@@ -32,8 +32,8 @@ INDUSTRIAL = ("mvtec", "optical", "sdd", "aitex", "elpv")   # Sec. 5.6: w/o DPL 
 
 
 def _paper(key: str, param: str) -> float:
-    """The paper's value of ``param`` on dataset ``key``: :func:`dpdl.model.paper_defaults` (λ per dataset, Sec. 5.7)."""
-    from ..model import paper_defaults
+    """The paper's value of ``param`` on dataset ``key``: :func:`dpdl.methods.dpdl.model.paper_defaults` (λ per dataset, Sec. 5.7)."""
+    from ..methods.dpdl.model import paper_defaults
 
     return float(paper_defaults(key)[param])
 

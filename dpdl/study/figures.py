@@ -150,8 +150,8 @@ def paper_value_lines(d: pd.DataFrame, param: str, paper_defaults, fallback) -> 
 
 def sensitivity(df: pd.DataFrame, *, caption: str = "", save=None):
     """Fig. 3: AUC against C, ε, κ, λ (general, M = 10), one line per dataset; dashed line at the paper's value of
-    the datasets shown (:func:`dpdl.model.paper_defaults`: λ per dataset, Sec. 5.7, one line per value)."""
-    from ..model import PAPER_DEFAULTS, paper_defaults
+    the datasets shown (:func:`dpdl.methods.dpdl.model.paper_defaults`: λ per dataset, Sec. 5.7, one line per value)."""
+    from ..methods.dpdl.model import PAPER_DEFAULTS, paper_defaults
 
     params = [("prototypes", "C (prototypes)", False), ("eps", "ε (bridge noise)", True),
               ("kappa", "κ (DFL tightness)", True), ("lam", "λ (loss weight)", True)]

@@ -18,7 +18,7 @@ def method_changes(record: dict, profile: str) -> list[str]:
     """``method:<field>`` for each field of the method's config that the code now sets otherwise than the record's
     run had it (a DPDL record without a field made before issue 12 had the printed reading, model.PRINTED_READING)."""
     from ..config import get_profile
-    from ..model import PRINTED_READING
+    from ..methods.dpdl.model import PRINTED_READING
     from ..train import RunConfig, method_options
     cfg = record.get("config") or {}
     if not cfg:

@@ -77,9 +77,9 @@ def profiles(study: dict | None = None) -> list[str]:
 
 
 def defaults(study: dict | None = None, dataset: str | None = None) -> dict:
-    """The paper's C, eps, kappa, lam and heads (the "full" variant) for ``dataset``: dpdl.model.paper_defaults, the
+    """The paper's C, eps, kappa, lam and heads (the "full" variant) for ``dataset``: dpdl.methods.dpdl.model.paper_defaults, the
     one source (λ per dataset, Sec. 5.7)."""
-    from ..model import paper_defaults
+    from ..methods.dpdl.model import paper_defaults
     d = paper_defaults(dataset)
     return {k: d[k] for k in ("prototypes", "eps", "kappa", "lam", "heads")}
 
@@ -177,7 +177,7 @@ class RunSpec:
 
     def config(self, profile: str, data_root=None, out=None) -> dict:
         """Keyword arguments for ``dpdl.train.RunConfig`` (also the experiment notebook's parameters)."""
-        from ..model import paper_defaults
+        from ..methods.dpdl.model import paper_defaults
         cfg = dict(dataset=self.dataset, setting=self.setting, known_class=self.known_class,
                    anomalies=int(self.anomalies), seed=int(self.seed), profile=profile, backbone=None,
                    method="dpdl", **paper_defaults(self.dataset),

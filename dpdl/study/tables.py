@@ -275,17 +275,17 @@ def _paired_seeds(ps: pd.DataFrame, variants) -> pd.DataFrame:
 
 
 def paper_values(runs: pd.DataFrame, key: str) -> np.ndarray:
-    """The paper's value of hyper-parameter ``key`` for each run, from its dataset (:func:`dpdl.model.paper_defaults`:
+    """The paper's value of hyper-parameter ``key`` for each run, from its dataset (:func:`dpdl.methods.dpdl.model.paper_defaults`:
     λ per dataset, Sec. 5.7)."""
-    from ..model import paper_defaults
+    from ..methods.dpdl.model import paper_defaults
 
     return np.array([float(paper_defaults(ds)[key]) for ds in runs["dataset"]], float)
 
 
 def _at_paper_defaults(runs: pd.DataFrame, *, free=()) -> pd.DataFrame:
     """DPDL runs whose hyper-parameters (other than ``free``) are the paper's for their dataset
-    (:func:`dpdl.model.paper_defaults`, λ per dataset)."""
-    from ..model import PAPER_DEFAULTS
+    (:func:`dpdl.methods.dpdl.model.paper_defaults`, λ per dataset)."""
+    from ..methods.dpdl.model import PAPER_DEFAULTS
 
     runs = _dpdl(runs, None)
     mask = np.ones(len(runs), bool)
@@ -347,7 +347,7 @@ def fig2(profile: str, results_dir=None) -> pd.DataFrame:
 def fig3(profile: str, results_dir=None) -> pd.DataFrame:
     """Fig. 3 data (general, M = 10): AUC against C, ε, κ, λ (one parameter varied, the others at the paper's
     values; the paper's value of the varied parameter is the full model), paired against the paper's value."""
-    from ..model import paper_defaults
+    from ..methods.dpdl.model import paper_defaults
 
     runs = analysis.load_runs(profile, results_dir)
     runs = runs[(runs["anomalies"] == 10) & (runs["setting"] == "general")]

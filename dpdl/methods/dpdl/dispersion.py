@@ -1,17 +1,15 @@
 """Dispersion feature learning on the hypersphere (Sec. 4.3, Eqs. 18–19).
 
-Features are ℓ2-normalised, x̂ = x/‖x‖₂ (the paper prints x/‖x‖²₂, a typo: only ‖x‖₂ puts x̂ on the unit
-sphere that the vMF density of Eq. (18) lives on).  The loss is the log of the mean vMF kernel
+Features are ℓ2-normalised on the unit sphere (:func:`dpdl.methods.shared.sphere.to_sphere`; the paper prints
+x/‖x‖²₂, a typo).  The loss is the log of the mean vMF kernel
 exp(κ⟨x̂_i, x̂_j⟩) over the other samples j ≠ i, averaged over i; minimising it spreads the batch's
 features apart on the sphere (κ = 10 in the paper; κ = 0 makes it identically 0).
 """
 from __future__ import annotations
 
-import math
-
-import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from dpdl.methods.shared.sphere import log_mean_vmf_kernel, to_sphere
 
 __all__ = ["dispersion_loss"]
 
@@ -27,8 +25,4 @@ def dispersion_loss(z: Tensor, kappa: float) -> Tensor:
     U = z.shape[0]
     if U < 2:
         raise ValueError(f"dispersion_loss needs U >= 2 samples, got U={U}")
-    zh = F.normalize(z.reshape(U, -1), p=2, dim=1)
-    logits = kappa * (zh @ zh.T)
-    eye = torch.eye(U, dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(eye, float("-inf"))
-    return (torch.logsumexp(logits, dim=1) - math.log(U - 1)).mean()
+    return log_mean_vmf_kernel(to_sphere(z), kappa).mean()

@@ -4,7 +4,7 @@
 flattened feature map, Sec. 4.2) and the three heads (Eqs. 20–22).  ``losses(x, y)`` returns every term of
 Eq. (23) by name; ``score(x)`` the inference score S = S_a + S_r − S_n.
 
-Decisions (see also :mod:`dpdl.bridge`, :mod:`dpdl.heads`, :mod:`dpdl.prototypes`):
+Decisions (see also :mod:`dpdl.methods.dpdl.bridge`, :mod:`dpdl.methods.dpdl.heads`, :mod:`dpdl.methods.dpdl.prototypes`):
 
 * ``dpl_scale="per_dim"`` (default; printed reading only) multiplies L^n_DPL and L^a_DPL by ε/D so they are
   O(1) next to the MIL losses (raw they are O(D/ε) ≈ 10⁸ at the paper's settings, and the backbone/adapter is
@@ -27,11 +27,11 @@ Readings of Eqs. (8)–(17) and (22) (named options of :class:`DPDLConfig`, each
   initialisation (Eq. 15) and the residual (then the potential is bounded: ‖x̂‖ = 1).
 * ``dpl_loss``: ``"printed"`` Eqs. (16)–(17) as printed (LightSB's KL with µ_c as target samples; ×``dpl_scale``);
   ``"margin"`` L^n = mean d(x̂ⁿ), L^a = mean max(0, m + d̄ⁿ − d(x̂ᵃ)) with d = −2ε log φ1 + const
-  (:func:`dpdl.bridge.dpl_margin_losses`); ``"bridge"`` DPL as a learnt Schrödinger bridge (LightSB): its own
+  (:func:`dpdl.methods.dpdl.bridge.dpl_margin_losses`); ``"bridge"`` DPL as a learnt Schrödinger bridge (LightSB): its own
   potential θ_ψp (``DPDLModel.potential``, a Gaussian mixture separate from the prototypes, VQ-initialised like them);
-  L^n = ε·:func:`dpdl.bridge.sb_loss` from the normal features (source, detached) to the prototype means (target
+  L^n = ε·:func:`dpdl.methods.dpdl.bridge.sb_loss` from the normal features (source, detached) to the prototype means (target
   samples as Eq. 16 prints them, detached; uniform point masses, no α or σ) plus the margin losses on the transported
-  features ψ_p(x) = E_plan[y|x] (:func:`dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes,
+  features ψ_p(x) = E_plan[y|x] (:func:`dpdl.methods.dpdl.bridge.plan_mean`): the transported normals are drawn to the prototypes,
   the transported anomalies kept a margin beyond them (the "transport margin", bounded, in place of the printed L^a);
   the default (it ties ``"margin"`` on validation splits and runs the bridge, book/method.md).  All are multiplied by
   ``dpl_weight``.  θ_ψp is trained jointly by Eq. (23)'s total: the SB term, the transport margin (ψ_p is not
@@ -54,10 +54,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dpdl import bridge
-from dpdl.dispersion import dispersion_loss
-from dpdl.heads import NormalHead, TopKHead, deviation_loss, prototype_residual
-from dpdl.prototypes import MultiGaussianPrototypes, vq_codebook
+from dpdl.methods.dpdl import bridge
+from dpdl.methods.shared.mixture import diag_gaussian_log_density
+from dpdl.methods.dpdl.dispersion import dispersion_loss
+from dpdl.methods.dpdl.heads import NormalHead, TopKHead, prototype_residual
+from dpdl.methods.shared.heads import deviation_loss
+from dpdl.methods.dpdl.prototypes import MultiGaussianPrototypes, vq_codebook
 
 __all__ = ["DPDLConfig", "DPDLModel", "check_finite", "LOSS_TERMS", "PAPER_DEFAULTS", "PRINTED_READING", "READINGS",
            "paper_lam", "paper_defaults", "LAMBDA_SMALL_DATASETS"]
@@ -259,7 +261,7 @@ class DPDLModel(nn.Module):
         if self.cfg.residual in ("nearest", "bridge"):
             y = self.transport(xb) if self.cfg.residual == "bridge" else xb
             with torch.no_grad():
-                c_star = bridge._component_log_density(y, mu, sigma, self.cfg.eps).argmax(dim=1)
+                c_star = diag_gaussian_log_density(y, mu, sigma, self.cfg.eps).argmax(dim=1)
             r, c_plan = (y - mu[c_star]) / sigma[c_star], c_star
         else:
             r, c_plan, c_star = prototype_residual(xb, la, mu, sigma, self.cfg.eps, sample=sample, generator=generator)

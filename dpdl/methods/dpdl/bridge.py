@@ -62,7 +62,7 @@ Known issues, documented rather than "fixed" (the functions below are exactly th
   are learnable), and so is the sum.  Eq. (16) alone is unbounded below too: −log φ1(µ_c) contains
   +½ Σ_d log σ_{c,d}, so σ → 0 decreases it without limit while log ϖ stays bounded.
 * Scale: for ε = 10⁻³ and D ≈ 10⁵ both terms are O(D/ε) ≈ 10⁸ (e.g. −(D/2) log 2πε in log φ1).
-  :class:`dpdl.model.DPDLModel` multiplies them by ε/D by default (``dpl_scale="per_dim"``, a deviation).
+  :class:`dpdl.methods.dpdl.model.DPDLModel` multiplies them by ε/D by default (``dpl_scale="per_dim"``, a deviation).
 
 Observation (for the book): the plan's component weights w_c(x) ∝ α_c exp((xᵀΣ_c x + 2µ_cᵀx)/2ε) rank
 prototypes by *inner product*, not by distance: with σ_c = 1 (the initialisation) they reduce to
@@ -81,6 +81,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from dpdl.methods.shared.mixture import diag_gaussian_log_density, log_weights, mixture_log_density
 
 __all__ = [
     "log_normalizer",
@@ -101,16 +103,11 @@ __all__ = [
 ]
 
 
-def _log_weights(log_alpha: Tensor) -> Tensor:
-    """log α = log_softmax(log_alpha): mixture weights of Eq. (8), normalised."""
-    return torch.log_softmax(log_alpha, dim=-1)
-
-
 def _component_logits(x: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
     """(B, C) terms log α_c + (xᵀΣ_c x + 2µ_cᵀx)/2ε of Eqs. (12)–(13)."""
     x64, mu64, s64 = x.double(), mu.double(), sigma.double()           # float64: logits are O(D/ε)
     quad = (x64 * x64) @ s64.T + 2.0 * (x64 @ mu64.T)                   # (B, C)
-    return _log_weights(log_alpha.double())[None, :] + quad / (2.0 * eps)
+    return log_weights(log_alpha.double())[None, :] + quad / (2.0 * eps)
 
 
 def log_normalizer(x: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
@@ -144,7 +141,7 @@ def _posterior_scalar_t(x, t: float, log_alpha, mu, sigma, eps):
     inv = 1.0 / denom
     # Σ_d (s x²/q + 2 x m − t m²) / (2ε(ts+q)) − ½ Σ_d log(ts+q), as matmuls over d.
     quad = (x * x) @ (sigma * inv / q).T + 2.0 * (x @ (mu * inv).T) - (t * mu * mu * inv).sum(1)[None, :]
-    logits = _log_weights(log_alpha)[None, :] + quad / (2.0 * eps) - 0.5 * torch.log(denom).sum(1)[None, :]
+    logits = log_weights(log_alpha)[None, :] + quad / (2.0 * eps) - 0.5 * torch.log(denom).sum(1)[None, :]
     return logits, inv
 
 
@@ -223,31 +220,12 @@ def sample_plan(x: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: fl
     return (y, c) if return_component else y
 
 
-def _component_log_density(y: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
-    """(B, C) log N(y_b | µ_c, εΣ_c).
-
-    The Mahalanobis term Σ_d (y_d − µ_cd)²/σ_cd is expanded into matmuls evaluated in float64 (its
-    cancellation error is then ~1e-16·‖y‖², negligible even after the 1/2ε factor); float64 result.
-    """
-    D = y.shape[1]
-    y64, mu64, s64 = y.double(), mu.double(), sigma.double()
-    inv = 1.0 / s64
-    maha = (y64 * y64) @ inv.T - 2.0 * (y64 @ (mu64 * inv).T) + (mu64 * mu64 * inv).sum(1)[None, :]
-    const = -0.5 * (D * math.log(2.0 * math.pi * eps) + torch.log(s64).sum(1))           # (C,)
-    return const[None, :] - maha.clamp_min(0.0) / (2.0 * eps)
-
-
 def log_potential(y: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
     """log φ1(y) of Eq. (8): log Σ_c α_c N(y | µ_c, εΣ_c), normalising constants included.
 
     y (B, D) → (B,).
     """
-    return _log_potential64(y, log_alpha, mu, sigma, eps).to(y.dtype)
-
-
-def _log_potential64(y, log_alpha, mu, sigma, eps):
-    lp = _log_weights(log_alpha.double())[None, :] + _component_log_density(y, mu, sigma, eps)
-    return torch.logsumexp(lp, dim=1)
+    return mixture_log_density(y, log_alpha, mu, sigma, eps).to(y.dtype)
 
 
 def sb_loss(x: Tensor, y: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
@@ -258,7 +236,7 @@ def sb_loss(x: Tensor, y: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, 
     minimiser over θ is the Schrödinger bridge between the two laws.  Bounded below for bounded σ.  → scalar.
     """
     ln = torch.logsumexp(_component_logits(x, log_alpha, mu, sigma, eps), dim=1).mean()
-    return (ln - _log_potential64(y, log_alpha, mu, sigma, eps).mean()).to(x.dtype)
+    return (ln - mixture_log_density(y, log_alpha, mu, sigma, eps).mean()).to(x.dtype)
 
 
 def dpl_normal_loss(x_n: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
@@ -270,14 +248,14 @@ def dpl_normal_loss(x_n: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, e
 def dpl_anomaly_loss(x_a: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: float) -> Tensor:
     """Eq. (17): L^a_DPL = mean_c log φ1(µ_c) − mean_i log ϖ(x^a_i) (unscaled; unbounded below, see module doc)."""
     ln = torch.logsumexp(_component_logits(x_a, log_alpha, mu, sigma, eps), dim=1).mean()
-    return (_log_potential64(mu, log_alpha, mu, sigma, eps).mean() - ln).to(x_a.dtype)
+    return (mixture_log_density(mu, log_alpha, mu, sigma, eps).mean() - ln).to(x_a.dtype)
 
 
 def dpl_losses(x_n: Tensor | None, x_a: Tensor | None, log_alpha: Tensor, mu: Tensor, sigma: Tensor,
                eps: float) -> tuple[Tensor | None, Tensor | None]:
     """Eqs. (16) and (17) together, sharing mean_c log φ1(µ_c); a term is None when its rows are None/empty."""
     ref = x_n if x_n is not None else x_a
-    lp_mu = _log_potential64(mu, log_alpha, mu, sigma, eps).mean()
+    lp_mu = mixture_log_density(mu, log_alpha, mu, sigma, eps).mean()
 
     def mean_ln(x):
         return torch.logsumexp(_component_logits(x, log_alpha, mu, sigma, eps), dim=1).mean()
@@ -296,7 +274,7 @@ def soft_distance(y: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: 
     y (B, D) → (B,) (float64 inside, returned in y's dtype).
     """
     D = y.shape[1]
-    return (-2.0 * eps * (_log_potential64(y, log_alpha, mu, sigma, eps) + 0.5 * D * math.log(2.0 * math.pi * eps))
+    return (-2.0 * eps * (mixture_log_density(y, log_alpha, mu, sigma, eps) + 0.5 * D * math.log(2.0 * math.pi * eps))
             ).to(y.dtype)
 
 

@@ -1,4 +1,13 @@
-"""The method interface: DPDL and the baselines DevNet, DRA and kNN plug into one training loop (dpdl.train).
+"""The methods package: one home per method, the interface and the registry here (anomalib's
+``models/image/<name>/torch_model.py`` layout, read to learn).
+
+| method | home |
+|---|---|
+| DPDL | :mod:`dpdl.methods.dpdl` (prototypes, bridge, dispersion, heads, model) |
+| DevNet, DRA, kNN | :mod:`dpdl.methods.devnet`, :mod:`dpdl.methods.dra`, :mod:`dpdl.methods.knn` |
+| shared maths | :mod:`dpdl.methods.shared` (score heads; Gaussian-mixture densities; hypersphere and vMF; Sinkhorn) |
+
+Every method plugs into one training loop (dpdl.train).
 
 A method is a pure torch module on feature maps x (B, C, H, W) (anomalib's torch-model half; the training glue
 is dpdl.train, the data dpdl.batches). It provides
@@ -9,7 +18,7 @@ is dpdl.train, the data dpdl.batches). It provides
 * ``init(normal, generator)``: called once before training with the embedded training normals (N, C, H, W)
   (DPDL: prototypes, Eq. 15; kNN: its memory); ``calibrate(normal)``: called before scoring with embedded
   reference normals (DRA: the composite head's reference);
-* class attributes: ``trainable`` (kNN: False, no optimisation), ``uses_adapter`` (kNN: False, raw backbone
+* class attributes (defaults in :class:`dpdl.methods.base.MethodMixin`): ``trainable`` (kNN: False, no optimisation), ``uses_adapter`` (kNN: False, raw backbone
   maps), ``n_reference`` (reference rows per batch), ``composition(...)`` (its batch), ``protocol`` (the
   profile fields of the method's own published training, applied where the profile says so: ``paper``).
 
@@ -19,57 +28,32 @@ dataclass (``method_config(name)``), stored in every run record and ``model.pt``
 from __future__ import annotations
 
 from dataclasses import asdict, fields
+from importlib import import_module
 
-import torch
-from torch import Tensor
+from dpdl.methods.base import MethodMixin  # noqa: F401 (the interface's defaults)
 
-from .batches import Composition, batch_counts
-from .model import DPDLConfig, DPDLModel
-
-METHODS = ("dpdl", "devnet", "dra", "knn")
-
-
-class MethodMixin:
-    """Defaults of the interface (see the module docstring)."""
-
-    trainable = True
-    uses_adapter = True
-    n_reference = 0
-    multiscale = False          # True: losses/score also take a list of maps, one per input scale (DevNet, DRA)
-    protocol: dict = {}
-
-    def composition(self, profile, n_seen: int, has_pseudo: bool) -> Composition:
-        """The batch: the profile's (two thirds normal; pseudo anomalies as ``pseudo_slots`` says)."""
-        n, s, p = batch_counts(profile.batch_size, n_seen, profile.pseudo_share, has_pseudo, profile.pseudo_slots)
-        return Composition(n, s, p, self.n_reference)
-
-    def init(self, normal: Tensor, generator: torch.Generator | None = None) -> None:
-        pass
-
-    def calibrate(self, normal: Tensor) -> None:
-        pass
+# name -> (module, module class, config class): the one registry of methods. A new method adds one line.
+_REGISTRY = {
+    "dpdl": ("dpdl.methods.dpdl", "DPDL", "DPDLConfig"),
+    "devnet": ("dpdl.methods.devnet", "DevNet", "DevNetConfig"),
+    "dra": ("dpdl.methods.dra", "DRA", "DRAConfig"),
+    "knn": ("dpdl.methods.knn", "KNN", "KNNConfig"),
+}
+METHODS = tuple(_REGISTRY)
 
 
-class DPDL(MethodMixin, DPDLModel):
-    """DPDL (dpdl.model.DPDLModel) under the interface: anomaly = seen or pseudo (y > 0), Eq. (23)."""
-
-    def init(self, normal: Tensor, generator: torch.Generator | None = None) -> None:
-        self.init_prototypes(normal, generator=generator)                      # Eq. (15)
-
-    def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        if self.n_reference:   # drop reference rows (y = -1); boolean indexing is a host sync, so only if any
-            x, y = x[y >= 0], y[y >= 0]
-        return super().losses(x, (y > 0).to(x.dtype))
+def _entry(name: str) -> tuple[type, type]:
+    """(module class, config class) of method ``name``, imported on first use."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}: expected one of {', '.join(METHODS)}")
+    module, cls, cfg = _REGISTRY[name]
+    mod = import_module(module)
+    return getattr(mod, cls), getattr(mod, cfg)
 
 
 def method_config(name: str):
     """The config dataclass of method ``name`` (its fields are the method's options)."""
-    from . import baselines
-    configs = {"dpdl": DPDLConfig, "devnet": baselines.DevNetConfig, "dra": baselines.DRAConfig,
-               "knn": baselines.KNNConfig}
-    if name not in configs:
-        raise ValueError(f"unknown method {name!r}: expected one of {', '.join(METHODS)}")
-    return configs[name]
+    return _entry(name)[1]
 
 
 def check_options(name: str, options: dict) -> dict:
@@ -95,6 +79,4 @@ def build_method(name: str, in_channels: int, feat_hw: tuple[int, int], options:
 
 def method_class(name: str):
     """The module class of method ``name`` (its class attributes: trainable, uses_adapter, protocol...)."""
-    from . import baselines
-    method_config(name)
-    return {"dpdl": DPDL, "devnet": baselines.DevNet, "dra": baselines.DRA, "knn": baselines.KNN}[name]
+    return _entry(name)[0]

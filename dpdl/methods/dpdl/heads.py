@@ -23,7 +23,7 @@ Only when c* ≠ c (c* maximises N(ψ; µ_c, εσ_c) over all c, which need not 
 does the prototype information enter.  :func:`prototype_residual` returns both indices so this can be
 measured.  ψ_p: at test time (``sample=False``) we use the mean of the plan's most probable component,
 µ_c + σ_c ⊙ x with c = argmax_c w_c(x) (deterministic; the SDE endpoint without noise); at training
-time (``sample=True``) an exact reparameterised sample of the plan (:func:`dpdl.bridge.sample_plan`),
+time (``sample=True``) an exact reparameterised sample of the plan (:func:`dpdl.methods.dpdl.bridge.sample_plan`),
 which has the law of the SDE endpoint of Eq. (14) without integrating it.
 """
 from __future__ import annotations
@@ -31,32 +31,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dpdl import bridge
+from dpdl.methods.dpdl import bridge
+from dpdl.methods.shared.mixture import diag_gaussian_log_density
 
-__all__ = ["topk_k", "topk_mean", "TopKHead", "NormalHead", "prototype_residual", "deviation_loss"]
+from dpdl.methods.shared.heads import deviation_loss, topk_k, topk_mean  # noqa: F401 (Eqs. 20-22)
 
-
-def deviation_loss(scores: Tensor, target: Tensor, margin: float = 5.0) -> Tensor:
-    """L_binary as DevNet's deviation loss (Pang et al., KDD 2019, Eq. 6; DRA's default criterion).
-
-    dev = (s − µ_R)/σ_R against the reference prior R = N(0, 1); loss = mean((1 − t)|dev| + t·max(0, a − dev)),
-    a = ``margin`` = 5.  We use the prior's exact µ_R = 0, σ_R = 1 where DevNet's code draws 5000 reference
-    scores per call (the same in expectation, without the sampling noise).  scores, target (B,) → scalar.
-    """
-    dev = scores
-    target = target.to(scores.dtype)
-    return ((1.0 - target) * dev.abs() + target * torch.clamp(margin - dev, min=0.0)).mean()
-
-
-def topk_k(n: int, ratio: float = 0.1) -> int:
-    """K of Eq. (20): max(⌊ratio·n⌋, 1) for n = H·W patches."""
-    return max(int(ratio * n), 1)
-
-
-def topk_mean(scores: Tensor, ratio: float = 0.1) -> Tensor:
-    """(1/K) Σ TopK of each row of scores (B, N) → (B,) (Eq. 20)."""
-    k = topk_k(scores.shape[1], ratio)
-    return scores.topk(k, dim=1).values.mean(dim=1)
+__all__ = ["TopKHead", "NormalHead", "prototype_residual"]
 
 
 class TopKHead(nn.Module):
@@ -102,6 +82,6 @@ def prototype_residual(x: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, 
             c_plan = bridge.plan_weights(x, log_alpha, mu, sigma, eps).argmax(dim=1)
         psi = mu[c_plan] + sigma[c_plan] * x
     with torch.no_grad():
-        c_star = bridge._component_log_density(psi, mu, sigma, eps).argmax(dim=1)
+        c_star = diag_gaussian_log_density(psi, mu, sigma, eps).argmax(dim=1)
     r = (psi - mu[c_star]) / sigma[c_star]
     return r, c_plan, c_star

@@ -1,7 +1,7 @@
 """Multi-Gaussian prototypes (Eq. 8) and their vector-quantisation initialisation (Eq. 15).
 
 The prototypes P_MGP = {α_c, µ_c, diag σ_c}, c = 1..C, are the adjusted Schrödinger potential
-φ1(y) = Σ_c α_c N(y | µ_c, ε·diag σ_c) of :mod:`dpdl.bridge` (the component covariance carries the bridge's
+φ1(y) = Σ_c α_c N(y | µ_c, ε·diag σ_c) of :mod:`dpdl.methods.dpdl.bridge` (the component covariance carries the bridge's
 ε, LightSB's convention).  Parameters: ``logits_alpha`` (α = softmax), ``mu`` and ``log_sigma``
 (σ = exp(log_sigma) > 0, initialised to 0 so σ = I as the paper says).
 
@@ -144,13 +144,13 @@ class MultiGaussianPrototypes(nn.Module):
         return torch.exp(b * torch.tanh(self.log_sigma / b) if b > 0 else self.log_sigma)
 
     def params(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(log_alpha, mu, sigma), the argument triple of every :mod:`dpdl.bridge` function."""
+        """(log_alpha, mu, sigma), the argument triple of every :mod:`dpdl.methods.dpdl.bridge` function."""
         return self.log_alpha, self.mu, self.sigma
 
     def component_log_density(self, y: Tensor, eps: float) -> Tensor:
         """(B, C) log N(y | µ_c, ε·diag σ_c)."""
-        from dpdl.bridge import _component_log_density
-        return _component_log_density(y, self.mu, self.sigma, eps)
+        from dpdl.methods.shared.mixture import diag_gaussian_log_density
+        return diag_gaussian_log_density(y, self.mu, self.sigma, eps)
 
     def most_probable(self, y: Tensor, eps: float) -> Tensor:
         """Eq. (22): c* = argmax_c N(y; µ_c, ε·diag σ_c) (no α, as in the paper) for y (B, D) → (B,)."""

@@ -88,6 +88,8 @@ def setup_features(cfg, prof: Profile, backbone: str, split, device, progress: b
     adapter = Adapter(c, prof.adapter_dim if mcls.uses_adapter else 0)
     adapter.calibrate(f_norm)
     net = Net(adapter, build_method(cfg.method, adapter.out_channels, (h, w), options)).to(device)
+    if net.method.unsupervised:   # normals only: the batches (and their randomness) do not depend on M
+        f_seen, f_pseudo = f_seen[:0], f_pseudo[:0]
     comp = net.method.composition(prof, len(f_seen), len(f_pseudo) > 0)
     batches = FeatureBatches(f_norm, f_seen, f_pseudo, comp, cfg.seed, prof.feature_aug)
     ref = f_norm[_reference_rows(len(f_norm), comp.reference, cfg.seed)] if comp.reference else None

@@ -16,10 +16,15 @@ class MethodMixin:
     uses_adapter = True
     n_reference = 0
     multiscale = False          # True: losses/score also take a list of maps, one per input scale (DevNet, DRA)
+    unsupervised = False        # True: trained on the training normals only (batches all normal, M plays no part),
+    #                             so one trained model serves every cell of a dataset and seed (dpdl.train)
     protocol: dict = {}
 
     def composition(self, profile, n_seen: int, has_pseudo: bool) -> Composition:
-        """The batch: the profile's (two thirds normal; pseudo anomalies as ``pseudo_slots`` says)."""
+        """The batch: the profile's (two thirds normal; pseudo anomalies as ``pseudo_slots`` says); an unsupervised
+        method's batch is all normal."""
+        if self.unsupervised:
+            return Composition(profile.batch_size, 0, 0, self.n_reference)
         n, s, p = batch_counts(profile.batch_size, n_seen, profile.pseudo_share, has_pseudo, profile.pseudo_slots)
         return Composition(n, s, p, self.n_reference)
 

@@ -46,6 +46,7 @@ from .methods import METHODS, check_options, method_class
 from .modes import embed_all, evaluate, prepare_features, seed_everything, setup_features, setup_images  # noqa: F401
 from .methods.dpdl.model import PAPER_DEFAULTS, paper_defaults, paper_lam
 from .net import Net
+from . import trained_once
 from .records import (SCHEMA_VERSION, atomic_write_json, code_version, holds_finished_run, utc_now,
                       write_run_files)
 
@@ -371,12 +372,23 @@ def _train_and_test(cfg: RunConfig, prof: Profile, backbone: str, split, device,
     if type(net.method).init is not MethodMixin.init:   # DPDL's prototypes, kNN's memory; no pass for the others
         net.method.init(embed_all(net, setup.normal_inputs, device), generator=torch.Generator().manual_seed(seed))
     timings["features_s"] = time.perf_counter() - t0
-    train = None
-    if net.method.trainable:
+    train, shared = None, None
+    if trained_once.applies(net, prof):    # an unsupervised method: one training per dataset and seed
+        shared = {"key": trained_once.key(cfg, prof, backbone, method_options(cfg, prof), setup.normal_inputs)}
+        train = trained_once.load(shared["key"], net)
+        shared["reused"] = train is not None
+    if net.method.trainable and train is None:
         train = fit(net, setup.batches, prof, device, progress,
                     desc=f"{cfg.method} {cfg.dataset} M={cfg.anomalies} s{cfg.seed}")
+        if shared is not None:
+            trained_once.store(shared["key"], net, train)
+    if train is not None:
         timings.update(train_s=train["train_s"], step_ms=1000.0 * train["train_s"] / max(train["steps"], 1),
                        step_data_ms=1000.0 * train["data_s"] / max(train["steps"], 1), steps=train["steps"])
+    if shared is not None:
+        timings["train_reused"] = shared["reused"]
+        setup.extra["trained_once"] = shared
+        torch.manual_seed(seed + trained_once.RNG_OFFSET)   # the same generator state whether trained or loaded
     t1 = time.perf_counter()
     if setup.reference_inputs is not None:
         net.method.calibrate(embed_all(net, setup.reference_inputs, device))

@@ -1,0 +1,80 @@
+"""Train once, score per cell: the trained state of an unsupervised method, reused across the cells of a dataset.
+
+An unsupervised method (``method.unsupervised``: HGAD, VPDM, ArcAD's base) trains on the training normals only,
+from all-normal batches whose randomness does not depend on M (dpdl.modes). The normal split is fixed per dataset
+(dpdl.data.protocol), so every cell of a dataset and seed (general or hard, any M, any known class) trains the
+very same model; only the test set differs. The first run trains it and keeps its state in
+``$DPDL_CACHE/trained/<key>.pt``; the others load it and score their own test set. The key holds everything the
+training reads: the profile's settings, the method and its options, the seed, the backbone and weights, the bytes
+of the training normals' feature maps and a digest of the package's source, so a change to any of them trains
+anew. A run that reused a trained state says so in its record (``trained_once``); its numbers are those of a lone
+run (tests/test_trained_once.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .paths import cache_dir
+
+PACKAGE = Path(__file__).resolve().parent
+RNG_OFFSET = 7919   # the global generator is reseeded with seed + this after training or loading, in both cases
+
+
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """sha256 of every ``*.py`` file of the package (sorted by path): the code that trains."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        h.update(str(path.relative_to(PACKAGE)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def applies(net, profile) -> bool:
+    """Whether a run of ``net`` under ``profile`` may share its training: an unsupervised, trainable method in a
+    feature-cache profile (image mode draws augmented images: not shared)."""
+    method = net.method
+    return bool(getattr(method, "unsupervised", False) and method.trainable and profile.feature_cache)
+
+
+def key(cfg, profile, backbone: str, options: dict, normal_maps: torch.Tensor) -> str:
+    """The key of a training: a sha256 of what it reads (module docstring)."""
+    maps = normal_maps.detach().cpu().contiguous()
+    blob = json.dumps({"profile": profile.to_dict(), "method": cfg.method, "options": options,
+                       "seed": int(cfg.seed), "backbone": backbone, "weights": cfg.weights,
+                       "maps": hashlib.sha256(maps.numpy().tobytes()).hexdigest(), "shape": list(maps.shape),
+                       "dtype": str(maps.dtype), "source": source_digest()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _path(k: str) -> Path:
+    return cache_dir() / "trained" / f"{k}.pt"
+
+
+def load(k: str, net) -> dict | None:
+    """The stored training's info (``fit``'s return) with ``net`` loaded from it, or None when there is none."""
+    path = _path(k)
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        net.load_state_dict(blob["state"])
+    except (OSError, RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError):   # damaged: retrained
+        return None
+    return blob["train"]
+
+
+def store(k: str, net, train: dict) -> None:
+    """Keep ``net``'s trained state and ``train`` under key ``k`` (atomic: a temporary file, then a rename)."""
+    path = _path(k)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"state": {n: t.detach().cpu() for n, t in net.state_dict().items()}, "train": train}, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,102 @@
+"""Train once, score per cell (dpdl.trained_once): a run that reuses an unsupervised method's trained state gives the
+record of the same run trained alone; a supervised method never shares; a changed option trains anew."""
+import sys
+import types
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dpdl import methods, trained_once
+from dpdl.methods.base import MethodMixin
+from dpdl.paths import cache_dir
+from dpdl import train
+from dpdl.train import RunConfig, run
+
+
+@dataclass(frozen=True)
+class RecConfig:
+    width: int = 8
+
+
+class Reconstruct(MethodMixin, nn.Module):
+    """A toy unsupervised method: a 1x1-conv autoencoder of the normal maps; score = max patch error (B,)."""
+
+    unsupervised = True
+    uses_adapter = False
+
+    def __init__(self, in_channels, feat_hw, cfg=None):
+        super().__init__()
+        cfg = cfg or RecConfig()
+        self.net = nn.Sequential(nn.Conv2d(in_channels, cfg.width, 1), nn.ReLU(), nn.Conv2d(cfg.width, in_channels, 1))
+
+    def losses(self, x, y):
+        assert bool((y == 0).all()), "an unsupervised method's batches are all normal"
+        loss = (self.net(x) - x).pow(2).mean()
+        return {"rec": loss, "total": loss}
+
+    def score(self, x):
+        return (self.net(x) - x).pow(2).sum(1).flatten(1).max(1).values
+
+
+@pytest.fixture()
+def toy_method(monkeypatch):
+    mod = types.ModuleType("toy_reconstruct")
+    mod.Reconstruct, mod.RecConfig = Reconstruct, RecConfig
+    monkeypatch.setitem(sys.modules, "toy_reconstruct", mod)
+    monkeypatch.setitem(methods._REGISTRY, "toyrec", ("toy_reconstruct", "Reconstruct", "RecConfig"))
+    names = (*methods.METHODS, "toyrec")
+    monkeypatch.setattr(methods, "METHODS", names)
+    monkeypatch.setattr(train, "METHODS", names)
+    monkeypatch.setenv("DPDL_CACHE", str(cache_dir()))
+    yield "toyrec"
+
+
+def _run(m, **kw):
+    return run(RunConfig("synthetic", profile="smoke", anomalies=m, seed=1, method="toyrec", **kw), progress=False)
+
+
+def _clear():
+    for f in (cache_dir() / "trained").glob("*.pt"):
+        f.unlink()
+
+
+def test_reused_training_gives_the_lone_runs_record(toy_method):
+    _clear()
+    first = _run(5)
+    assert first["trained_once"]["reused"] is False
+    shared = _run(3)                       # another cell of the same dataset and seed: loads the trained state
+    assert shared["trained_once"] == {"key": first["trained_once"]["key"], "reused": True}
+    _clear()
+    alone = _run(3)                        # the same cell trained alone
+    assert alone["trained_once"]["reused"] is False
+    assert shared["metrics"] == alone["metrics"]
+    assert np.isfinite(alone["metrics"]["auc"])
+    assert shared["losses"] == alone["losses"]
+
+
+def test_other_options_or_seed_train_anew(toy_method):
+    _clear()
+    a = _run(5)
+    b = run(RunConfig("synthetic", profile="smoke", anomalies=5, seed=1, method="toyrec",
+                      method_options={"width": 4}), progress=False)
+    c = run(RunConfig("synthetic", profile="smoke", anomalies=5, seed=2, method="toyrec"), progress=False)
+    keys = {a["trained_once"]["key"], b["trained_once"]["key"], c["trained_once"]["key"]}
+    assert len(keys) == 3 and not b["trained_once"]["reused"] and not c["trained_once"]["reused"]
+
+
+def test_a_damaged_state_is_retrained(toy_method):
+    _clear()
+    a = _run(5)
+    path = cache_dir() / "trained" / f"{a['trained_once']['key']}.pt"
+    path.write_bytes(b"not a torch file")
+    again = _run(5)
+    assert again["trained_once"]["reused"] is False and again["metrics"] == a["metrics"]
+    assert trained_once.load(a["trained_once"]["key"], types.SimpleNamespace(load_state_dict=lambda s: None))
+
+
+def test_supervised_methods_do_not_share():
+    rec = run(RunConfig("synthetic", profile="smoke", anomalies=5, seed=0, method="devnet"), progress=False)
+    assert "trained_once" not in rec

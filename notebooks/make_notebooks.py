@@ -98,6 +98,12 @@ measurement, not that artefact. Every record carries its reading (`dpdl_config`)
 **The claims tested per dataset** (Sec. 5.7): C = 32 beats 8 and 64; the smallest ε beats the largest; κ = 10
 beats the largest κ; λ = 0.01 beats the other values on the seven larger datasets and λ = 1 on BrainMRI and
 HeadCT. The paper's figure covers nine datasets: each has a row below, run here or not.""", 'pages.show("fig3", profile, results_dir)', "pages"),
+    "report_related": ("Related systems — results", """
+ArcAD, ArcAD's base, HGAD and VPDM beside DPDL, DRA and kNN in every Table 1 and Table 2 cell: the same splits,
+seeds, frozen features and training loop. The question: does any prototype-based method of DPDL's family beat DRA
+and a plain kNN here? Each difference is paired over seeds with its 95 % interval; a method is "higher" in a cell only
+where that interval lies above 0. The methods are explained on the [Related systems](../related.md) page.""",
+                       "related.show(profile, results_dir)", "related"),
     "report_performance": ("Performance", """
 Where the time goes: wall time per run (measured by `dpdl train` itself and stored in each run record's
 `timings`), per study, the breakdown into steps, the profile choices measured on ELPV, and the benchmarks of

@@ -118,9 +118,10 @@ def main_view(df: pd.DataFrame, extra=(), all_rows: bool = False) -> pd.DataFram
     out["verdict"] = [verdicts.absolute(r["ours_mean"], r.get("ci_hi"), r["paper_mean"], int(r["n"]))
                       for _, r in d.iterrows()]
     for label in (analysis.METHOD_LABELS[m] for m in tables.BASELINES_RUN):
-        col = f"{label} (ours)"
-        if col in d and d[col].notna().any():
-            out[col] = [num(x) for x in d[col]]
+        col, rk = f"{label} (ours)", f"{label} rank"
+        if col in d and d[col].notna().any():   # the mean AUC, its rank among the methods run here in brackets
+            out[col] = [num(x) + (f" ({int(r)})" if not _isnan(r) else "")
+                        for x, r in zip(d[col], d[rk] if rk in d else [None] * len(d))]
     for label in (analysis.METHOD_LABELS[m] for m in tables.CLAIM_BASELINES):
         if f"vs {label} n" in d and (d[f"vs {label} n"] > 0).any():
             out[f"DPDL − {label} (paired)"] = [claims.fmt_interval(r[f"vs {label}"], r[f"vs {label} lo"],

@@ -31,7 +31,10 @@ from ..paths import REPO_ROOT, results_dir as _default_results_dir
 from .plan import BASELINES
 
 METHODS = ("dpdl", *BASELINES)
-METHOD_LABELS = {"dpdl": "DPDL", "devnet": "DevNet", "dra": "DRA", "knn": "kNN"}
+# Every method's name in tables and pages (one place); the related systems after the baselines.
+METHOD_LABELS = {"dpdl": "DPDL", "devnet": "DevNet", "dra": "DRA", "knn": "kNN", "arcad": "ArcAD",
+                 "arcad_base": "ArcAD base", "hgad": "HGAD", "vpdm": "VPDM"}
+RELATED = ("arcad", "arcad_base", "hgad", "vpdm")   # the related systems (papers 002-004): the Related systems page
 MAD_K = 3.0
 MIN_GAP = 0.05    # AUC: an outlier is also this far from its cell's median
 COLUMNS = ["run_id", "status", "error", "method", "profile", "dataset", "setting", "known_class", "anomalies",

@@ -14,7 +14,9 @@ from typing import Iterable
 import yaml
 
 STUDY_YAML = Path(__file__).with_name("study.yaml")
-BASELINES = ("devnet", "dra", "knn")   # variant tags that name another method (dpdl.methods)
+from ..methods import METHODS
+
+BASELINES = tuple(m for m in METHODS if m != "dpdl")   # variant tags that name another method (the registry)
 GROUPS = ("table1", "table2", "table3", "table5", "table6", "fig2", "fig3")
 
 # variant tag prefix -> RunConfig field

@@ -9,7 +9,7 @@ Every function takes ``profile`` and ``results_dir`` and reads the records throu
 * ``paper_mean`` / ``paper_std``: DPDL's value as printed; ``diff`` = ours - paper;
 * ``<Method> (reported)``: the baselines' numbers the paper copied from DRA/AHL (not ours);
 * Tables 1–2 only: ``DevNet (ours)``, ``DRA (ours)``, ``kNN (ours)``: the baselines run here in the same profile,
-  ``rank`` (DPDL's rank among the methods run here, 1 = best), and ``vs DRA`` / ``vs DevNet``: the paired
+  ``rank`` (DPDL's rank among the methods run here, 1 = best; ``<Method> rank`` each other method's), and ``vs DRA`` / ``vs DevNet``: the paired
   difference DPDL - baseline over the seeds both ran (mean, 95 % t-interval ``vs DRA lo``/``hi``, ``vs DRA n``);
 * ``outliers``: the runs of the cell more than 3 MADs from its median (:func:`analysis.outliers`), ``run_id (auc)``;
 * ``status``: ``measured`` or ``not run here`` (with the reason when known).
@@ -144,7 +144,10 @@ def _methods(cell: pd.DataFrame) -> dict:
         means[meth] = interval(cell.loc[cell["method"] == meth, "auc"])["mean"]
         out[f"{label} (ours)"] = means[meth]
     ran = [k for k, v in means.items() if not math.isnan(v)]
-    out["rank"] = analysis.rank(means)["dpdl"] if len(ran) > 1 and "dpdl" in ran else None
+    ranks = analysis.rank(means) if len(ran) > 1 else {}
+    out["rank"] = ranks.get("dpdl")
+    for meth in BASELINES_RUN:              # every method's rank among the methods run here (1 = best)
+        out[f"{analysis.METHOD_LABELS[meth]} rank"] = ranks.get(meth)
     out["methods run"] = len(ran)
     for meth in CLAIM_BASELINES:
         label = analysis.METHOD_LABELS[meth]

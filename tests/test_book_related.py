@@ -3,7 +3,7 @@ up here with known AUCs: the paired differences are checked against a hand compu
 import numpy as np
 import pytest
 
-from dpdl.book import related
+from dpdl.study import related
 from dpdl.records import atomic_write_json
 from dpdl.study import tables
 from dpdl.study.analysis import METHOD_LABELS
@@ -63,3 +63,14 @@ def test_tables_rank_every_method(results, monkeypatch):
 
 def test_no_related_runs_say_so(tmp_path):
     assert "No related system has run" in related.answer(related.comparisons("cpu", tmp_path))
+
+
+def test_first_page_names_the_related_systems_only_when_they_ran(results, tmp_path_factory):
+    from dpdl.study import answer
+    line = answer.related_systems("cpu", results)
+    assert line.startswith("**The related systems**") and "HGAD vs DRA: higher in 1, lower in 0 of 1 cells" in line
+    only_dpdl = tmp_path_factory.mktemp("only_dpdl")
+    for seed, auc in enumerate(AUCS["dpdl"]):
+        _write(only_dpdl, "dpdl", seed, auc)
+        _write(only_dpdl, "dra", seed, AUCS["dra"][seed])
+    assert answer.related_systems("cpu", only_dpdl) is None

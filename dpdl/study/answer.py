@@ -138,7 +138,18 @@ def fidelity(profile: str, results_dir=None) -> str:
     return text
 
 
+def related_systems(profile: str, results_dir=None) -> str | None:
+    """Line 3 when any related system ran: does a prototype-based method of DPDL's family beat DRA and kNN?"""
+    from . import related
+    comp = related.comparisons(profile, results_dir)
+    if comp.empty or set(comp["method"]) <= {"dpdl"}:
+        return None
+    return "**The related systems** (ArcAD, HGAD, VPDM; [Related systems](../related.md)): " + related.answer(comp)
+
+
 def answer(check: pd.DataFrame, data: dict, profile: str, results_dir=None) -> list[str]:
-    """The three lines of the first page."""
-    return [what_reproduces(check, profile), versus_baselines(data, profile), fidelity(profile, results_dir)]
+    """The lines of the first page: what reproduces, against the baselines, the related systems (when run), fidelity."""
+    lines = [what_reproduces(check, profile), versus_baselines(data, profile), related_systems(profile, results_dir),
+             fidelity(profile, results_dir)]
+    return [line for line in lines if line]
 

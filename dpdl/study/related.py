@@ -1,0 +1,68 @@
+"""The related systems against DRA and kNN (the Related systems page and the first page's answer): is a prototype-based method of DPDL's family (DPDL, ArcAD, HGAD, VPDM) better
+than DRA and a plain kNN on these datasets? Read from the run records (dpdl.study.analysis), every Table 1 and
+Table 2 cell, the same splits and seeds for every method."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from . import analysis, tables
+from .analysis import interval, per_seed
+
+FAMILY = ("dpdl", "arcad", "arcad_base", "hgad", "vpdm")   # prototype / mixture models of the normal class
+REFERENCES = ("dra", "knn")
+
+
+def comparisons(profile: str, results_dir=None) -> pd.DataFrame:
+    """One row per (setting, dataset, M, family method, reference): the paired difference method − reference over
+    the seeds both ran (mean, 95 % t-interval, n), and the two means. Hard setting: mean over known classes."""
+    runs = tables._compared(analysis.load_runs(profile, results_dir))
+    rows = []
+    for setting in ("general", "hard"):
+        ps = per_seed(runs, setting)
+        for (ds, m), cell in ps.groupby(["dataset", "anomalies"]):
+            for meth in FAMILY:
+                mine = analysis.seeds_of(cell, method=meth)
+                if mine.empty:
+                    continue
+                for ref in REFERENCES:
+                    theirs = analysis.seeds_of(cell, method=ref)
+                    if theirs.empty:
+                        continue
+                    p = analysis.paired(mine, theirs)
+                    rows.append(dict(setting=setting, dataset=ds, M=int(m), method=meth, reference=ref,
+                                     mean=interval(mine)["mean"], ref_mean=interval(theirs)["mean"],
+                                     diff=p["mean"], lo=p["lo"], hi=p["hi"], n=p["n"]))
+    return pd.DataFrame(rows, columns=["setting", "dataset", "M", "method", "reference", "mean", "ref_mean", "diff",
+                                       "lo", "hi", "n"])
+
+
+def verdict_counts(comp: pd.DataFrame) -> pd.DataFrame:
+    """Per family method and reference: in how many cells its paired interval lies above 0, below 0, or holds 0."""
+    rows = []
+    for (meth, ref), g in comp.groupby(["method", "reference"], sort=False):
+        above = int((g["lo"] > 0).sum())
+        below = int((g["hi"] < 0).sum())
+        rows.append({"method": analysis.METHOD_LABELS[meth], "against": analysis.METHOD_LABELS[ref],
+                     "cells": len(g), "higher (interval > 0)": above, "lower (interval < 0)": below,
+                     "no difference shown": len(g) - above - below,
+                     "mean difference": float(g["diff"].mean()) if len(g) else math.nan})
+    return pd.DataFrame(rows)
+
+
+def answer(comp: pd.DataFrame) -> str:
+    """The page's answer in one paragraph, from the counts."""
+    if comp.empty:
+        return "No related system has run in this profile yet: `dpdl study run --only table1` runs them."
+    counts = verdict_counts(comp)
+    best = comp.groupby(["setting", "dataset", "M"]).apply(
+        lambda g: g.loc[g["reference"] == "dra"].sort_values("mean", ascending=False).head(1), include_groups=False)
+    n_cells = comp.groupby(["setting", "dataset", "M"]).ngroups
+    parts = []
+    for _, r in counts.iterrows():
+        parts.append(f"{r['method']} vs {r['against']}: higher in {r['higher (interval > 0)']}, lower in "
+                     f"{r['lower (interval < 0)']} of {r['cells']} cells")
+    wins = int((best["diff"] > 0).sum()) if len(best) else 0
+    return (f"Over {n_cells} cells (Tables 1 and 2), the best method of the prototype family beats DRA's mean in "
+            f"{wins} of {len(best)} cells. Paired over seeds (95 % intervals): " + "; ".join(parts) + ".")

@@ -39,6 +39,18 @@ def test_make_batches_puts_the_longest_batches_first():
     assert run_cost(knn[0]) < run_cost(dpdl[0])
 
 
+def test_make_batches_cuts_a_dataset_longest_first_and_keeps_ties_in_order():
+    """Mixed methods on one dataset: the DPDL runs (cost 1) fill the first batch, DevNet's (0.3) the last one, and
+    across datasets the order is by batch cost, not by dataset."""
+    dev = [RunSpec(dataset="a", seed=s, variant="devnet", overrides=(("method", "devnet"),)) for s in range(3)]
+    dpdl = [RunSpec(dataset="a", seed=s) for s in range(3)]
+    knn = [RunSpec(dataset="b", seed=s, variant="knn", overrides=(("method", "knn"),)) for s in range(3)]
+    mixed = [dev[0], dpdl[0], knn[0], dev[1], dpdl[1], knn[1], dev[2], dpdl[2], knn[2]]
+    batches = make_batches(mixed, size=3, slots=3)
+    assert [[s.run_id for s in b] for b in batches] == [[s.run_id for s in dpdl], [s.run_id for s in knn],
+                                                        [s.run_id for s in dev]]
+
+
 @pytest.mark.slow
 def test_batch_gives_the_numbers_of_single_runs_and_isolates_a_failing_run(tmp_path, synthetic_root):
     good_a, good_b = spec(seed=0), spec(seed=1, variant="dra", method="dra")

@@ -381,11 +381,12 @@ def run_cost(spec: RunSpec) -> float:
 
 def make_batches(todo: list[RunSpec], size: int, slots: int = 1) -> list[list[RunSpec]]:
     """``todo`` in batches of at most ``size`` runs of one dataset (they share its features in memory), and small
-    enough that every slot gets work: at most ``ceil(len / slots)`` runs each. Within a batch, runs keep the order
-    of ``todo``; the batches come longest first (:func:`run_cost`), so the sweep does not end on one long batch while
+    enough that every slot gets work: at most ``ceil(len / slots)`` runs each. A dataset's runs are cut into batches
+    longest first (:func:`run_cost`; equal costs keep the order of ``todo``), so a batch holds runs of like cost, and
+    the batches come longest first across datasets and methods, so the sweep does not end on one long batch while
     the other slots are idle (longest-processing-time-first scheduling). The order never changes a run's numbers."""
     by_ds: dict[str, list[RunSpec]] = {}
-    for s in todo:
+    for s in sorted(todo, key=lambda s: -run_cost(s)):                  # stable
         by_ds.setdefault(s.dataset, []).append(s)
     size = max(1, min(int(size), -(-len(todo) // max(1, slots)))) if todo else 1
     batches = [runs[i:i + size] for runs in by_ds.values() for i in range(0, len(runs), size)]

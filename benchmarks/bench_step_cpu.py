@@ -7,7 +7,8 @@ batch also holds reference normals). DPDL's prototypes are initialised from rand
 run does from the training normals.
 
 Printed and written (results/benchmarks/step_cpu.json): each method's median ms per step over ``--repeats``
-blocks of ``--steps`` steps, its ratio to DevNet's step (issue target: <= 1.5), and the FLOPs of the adapter's
+blocks of ``--steps`` steps, wall clock and the thread's CPU time (steadier on a loaded machine: other processes
+do not count), its ratio to DevNet's step (issue target: <= 1.5), and the FLOPs of the adapter's
 forward and backward pass, which every trained method pays (``torch.utils.flop_counter``). kNN trains nothing
 and is left out.
 
@@ -67,14 +68,15 @@ def time_method(method: str, prof, x_all, opts: dict, steps: int, repeats: int) 
 
     for _ in range(3):
         step()
-    blocks = []
+    blocks, cpu_blocks = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         for _ in range(steps):
             step()
         blocks.append(1000 * (time.perf_counter() - t0) / steps)
-    return {"step_ms": statistics.median(blocks), "blocks_ms": blocks, "batch": int(len(y)),
-            "flops_adapter": adapter_flops(net, x)}
+        cpu_blocks.append(1000 * (time.thread_time() - c0) / steps)
+    return {"step_ms": statistics.median(blocks), "blocks_ms": blocks, "step_cpu_ms": statistics.median(cpu_blocks),
+            "cpu_blocks_ms": cpu_blocks, "batch": int(len(y)), "flops_adapter": adapter_flops(net, x)}
 
 
 def main():
@@ -104,16 +106,20 @@ def main():
     gen = torch.Generator().manual_seed(0)
     x_all = torch.randn(max(64, prof.batch_size + 16), c, h, w, generator=gen)
     res = {m: time_method(m, prof, x_all, opts[m], a.steps, a.repeats) for m in methods}
-    base = res["devnet"]["step_ms"]
+    base, base_cpu = res["devnet"]["step_ms"], res["devnet"]["step_cpu_ms"]
     for m, r in res.items():
         r["ratio_to_devnet"] = r["step_ms"] / base
-        print(f"{m:8s} {r['step_ms']:7.2f} ms/step  x{r['ratio_to_devnet']:.2f} DevNet  "
+        r["cpu_ratio_to_devnet"] = r["step_cpu_ms"] / base_cpu
+        print(f"{m:8s} {r['step_ms']:7.2f} ms/step  x{r['ratio_to_devnet']:.2f} DevNet  |  CPU time "
+              f"{r['step_cpu_ms']:7.2f} ms/step  x{r['cpu_ratio_to_devnet']:.2f} DevNet  "
               f"(adapter fwd+bwd {r['flops_adapter'] / 1e9:.2f} GFLOP)")
     write("step_cpu", {"profile": "cpu", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,
                        "feature_map": [int(c), int(h), int(w)], "options": opts, "results": res,
                        "target_ratio": 1.5,
                        "note": "median ms per training step (adapter -> losses -> backward -> AdamW) over the "
-                               "blocks; the same random maps for every method; one process"})
+                               "blocks, wall clock (step_ms) and the thread's CPU time (step_cpu_ms: on a shared, "
+                               "loaded machine the steadier of the two); the same random maps for every method; "
+                               "one process"})
 
 
 if __name__ == "__main__":

@@ -41,7 +41,17 @@ def main():
         inproc[key(r)].append(r["timings"]["total_s"])
     by_id = {r["run_id"]: r for r in batched}
     batches = {tuple(r["study"]["batch"]["runs"]): r["study"]["batch"]["seconds"] for r in batched}
-    overhead = [sec - sum(by_id[i]["timings"]["total_s"] for i in runs if i in by_id) for runs, sec in batches.items()]
+    # only batches whose every run's record is still the one that batch made (a run rerun later in another batch
+    # would subtract a time the batch never spent: the mean overhead came out negative)
+    whole = {runs: sec for runs, sec in batches.items()
+             if all(i in by_id and tuple(by_id[i]["study"]["batch"]["runs"]) == runs for i in runs)}
+    overhead = [sec - sum(by_id[i]["timings"]["total_s"] for i in runs) for runs, sec in whole.items()] or [0.0]
+    # features_s (the dataset's cached maps, from disk for a batch's first run, from the in-process memo after it,
+    # plus the method's init) by the run's place in its batch
+    feats = defaultdict(list)
+    for runs in whole:
+        for pos, i in enumerate(runs):
+            feats["first" if pos == 0 else "later"].append(by_id[i]["timings"].get("features_s", 0.0))
     counts = Counter(key(r) for r in recs)
     missing = sorted(k for k in counts if k not in inproc)
     if missing:
@@ -51,7 +61,9 @@ def main():
     wall_min = (work + n_batches * st.mean(overhead)) / a.jobs / 60
     out = {"profile": a.profile, "runs": len(recs), "batched_runs": len(batched), "batch": a.batch, "jobs": a.jobs,
            "mean_in_process_s": {f"{d}/{m}": round(st.mean(v), 2) for (d, m), v in sorted(inproc.items())},
-           "batches_measured": len(batches), "overhead_per_batch_s": round(st.mean(overhead), 2),
+           "batches_measured": len(whole), "overhead_per_batch_s": round(st.mean(overhead), 2),
+           "overhead_per_batch_median_s": round(st.median(overhead), 2),
+           "features_s_median": {k: round(st.median(v), 2) for k, v in sorted(feats.items())},
            "measured_batch_wall_s": round(sum(batches.values()), 1),
            "projected_batches": n_batches, "projected_study_wall_min": round(wall_min, 1)}
     write("study_time", out)

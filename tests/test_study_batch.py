@@ -39,6 +39,27 @@ def test_make_batches_puts_the_longest_batches_first():
     assert run_cost(knn[0]) < run_cost(dpdl[0])
 
 
+def test_make_batches_cuts_a_dataset_longest_first_and_keeps_ties_in_order():
+    """Mixed methods on one dataset: the DPDL runs (the costliest) fill the first batch, DevNet's another, and across
+    datasets the batches come by cost, not by dataset (unmeasured datasets: RELATIVE_COST)."""
+    dev = [RunSpec(dataset="a", seed=s, variant="devnet", overrides=(("method", "devnet"),)) for s in range(3)]
+    dpdl = [RunSpec(dataset="a", seed=s) for s in range(3)]
+    dra = [RunSpec(dataset="b", seed=s, variant="dra", overrides=(("method", "dra"),)) for s in range(3)]
+    mixed = [dev[0], dpdl[0], dra[0], dev[1], dpdl[1], dra[1], dev[2], dpdl[2], dra[2]]
+    batches = make_batches(mixed, size=3, slots=3)
+    assert run_cost(dpdl[0]) > run_cost(dra[0]) > run_cost(dev[0])
+    assert [[s.run_id for s in b] for b in batches] == [[s.run_id for s in dpdl], [s.run_id for s in dra],
+                                                        [s.run_id for s in dev]]
+
+
+def test_run_cost_uses_the_measured_time_of_a_dataset_and_method(monkeypatch):
+    from dpdl.study import plan
+    monkeypatch.setattr(plan, "_MEASURED", {"big/devnet": 2.0})
+    assert run_cost(RunSpec(dataset="big", seed=0, variant="devnet", overrides=(("method", "devnet"),))) == 2.0
+    assert run_cost(RunSpec(dataset="small", seed=0, variant="devnet", overrides=(("method", "devnet"),))) == \
+        plan.RELATIVE_COST["devnet"]
+
+
 @pytest.mark.slow
 def test_batch_gives_the_numbers_of_single_runs_and_isolates_a_failing_run(tmp_path, synthetic_root):
     good_a, good_b = spec(seed=0), spec(seed=1, variant="dra", method="dra")

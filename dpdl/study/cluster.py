@@ -95,12 +95,13 @@ def run_dask(todo: list[RunSpec], profile: str, results_dir: Path, *, scheduler,
     try:
         futs, members = [], {}
         batches = make_batches(todo, batch, len(client.scheduler_info()["workers"]) or int(workers or 1))
-        for b in batches:
+        for i, b in enumerate(batches):    # longest first (make_batches); the priority keeps that order on Dask
             label = batch_label(b)
             prog.start(label, [s.run_id for s in b])
             fut = client.submit(_dask_task, [s.to_dict() for s in b], profile, str(results_dir),
                                 None if data_root is None else str(data_root), gpu, plot,
-                                key=f"batch-{profile}-{b[0].run_id}", pure=False, retries=0)
+                                key=f"batch-{profile}-{b[0].run_id}", pure=False, retries=0,
+                                priority=len(batches) - i)
             futs.append(fut)
             members[fut.key] = b
         for fut in as_completed(futs):

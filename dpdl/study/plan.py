@@ -371,23 +371,45 @@ def default_batch(profile: str) -> int:
         return 1
 
 
-# Relative time of one run of each method in a feature-cache profile (cpu, ELPV, in-process means: DPDL 20.8 s,
-# DRA 18.5 s, kNN 8.0 s, DevNet 6.2 s; results/benchmarks/study_time.json). Orders the batches, never a result.
-RELATIVE_COST = {"dpdl": 1.0, "dra": 0.9, "knn": 0.4, "devnet": 0.3}
+# Relative time of one run of each method in a feature-cache profile (cpu, in-process means over the five datasets
+# of results/benchmarks/study_time.json at fc6f350: DPDL 41 s, DRA 27 s, DevNet 8.7 s, kNN 6.3 s), for a
+# (dataset, method) that file does not measure. Orders the batches, never a result.
+RELATIVE_COST = {"dpdl": 1.0, "dra": 0.65, "devnet": 0.2, "knn": 0.15}
+_MEASURED: dict[str, float] | None = None
+
+
+def measured_costs() -> dict[str, float]:
+    """{"dataset/method": mean seconds of its runs inside ``dpdl train`` / the mean over the datasets' DPDL runs},
+    from ``results/benchmarks/study_time.json`` (benchmarks/bench_study_time.py; {} without it). Read once."""
+    global _MEASURED
+    if _MEASURED is None:
+        import json
+
+        from ..paths import results_dir
+        try:
+            means = json.loads((results_dir() / "benchmarks" / "study_time.json").read_text())["mean_in_process_s"]
+            dpdl = [float(v) for k, v in means.items() if k.endswith("/dpdl")]
+            _MEASURED = {k: float(v) / (sum(dpdl) / len(dpdl)) for k, v in means.items()} if dpdl else {}
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            _MEASURED = {}
+    return _MEASURED
 
 
 def run_cost(spec: RunSpec) -> float:
-    """A run's estimated time relative to a DPDL run (:data:`RELATIVE_COST`; 1 for an unknown method)."""
-    return RELATIVE_COST.get(dict(spec.overrides).get("method", "dpdl"), 1.0)
+    """A run's estimated time relative to a DPDL run: the measured one of its (dataset, method)
+    (:func:`measured_costs`), else :data:`RELATIVE_COST` (1 for an unknown method)."""
+    method = dict(spec.overrides).get("method", "dpdl")
+    return measured_costs().get(f"{spec.dataset}/{method}", RELATIVE_COST.get(method, 1.0))
 
 
 def make_batches(todo: list[RunSpec], size: int, slots: int = 1) -> list[list[RunSpec]]:
     """``todo`` in batches of at most ``size`` runs of one dataset (they share its features in memory), and small
-    enough that every slot gets work: at most ``ceil(len / slots)`` runs each. Within a batch, runs keep the order
-    of ``todo``; the batches come longest first (:func:`run_cost`), so the sweep does not end on one long batch while
+    enough that every slot gets work: at most ``ceil(len / slots)`` runs each. A dataset's runs are cut into batches
+    longest first (:func:`run_cost`; equal costs keep the order of ``todo``), so a batch holds runs of like cost, and
+    the batches come longest first across datasets and methods, so the sweep does not end on one long batch while
     the other slots are idle (longest-processing-time-first scheduling). The order never changes a run's numbers."""
     by_ds: dict[str, list[RunSpec]] = {}
-    for s in todo:
+    for s in sorted(todo, key=lambda s: -run_cost(s)):                  # stable
         by_ds.setdefault(s.dataset, []).append(s)
     size = max(1, min(int(size), -(-len(todo) // max(1, slots)))) if todo else 1
     batches = [runs[i:i + size] for runs in by_ds.values() for i in range(0, len(runs), size)]

@@ -39,7 +39,7 @@ def sinkhorn_assign(sim: Tensor, eps: float, iters: int) -> Tensor:
     normalises the tokens: each row sums exactly to 1 after few iterations, the columns approximately (the order
     of SwAV's and ArcAD's code)."""
     n = sim.shape[0]
-    return sinkhorn_log_plan(-sim.T.float(), eps, iters=iters, tol=0.0).exp().T * n
+    return sinkhorn_log_plan(-sim.T, eps, iters=iters, tol=0.0).exp().T * n
 
 
 def spm_loss(sim: Tensor, q: Tensor, tau: float) -> Tensor:

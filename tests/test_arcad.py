@@ -226,3 +226,25 @@ def test_saved_model_scores_like_the_run(smoke_runs):
     assert extractor is not None and torch.allclose(net.method.prototypes.norm(dim=1), torch.ones(500), atol=1e-4)
     scores = json.loads((d / "scores.json").read_text())
     assert np.isfinite(scores["scores"]).all() and len(scores["scores"]) == len(scores["labels"])
+
+
+def test_paper_profile_carries_arcads_training():
+    """Sec. 4.1 in ``protocol``; the cpu profile keeps its own settings."""
+    from dpdl.config import get_profile
+    from dpdl.train import method_profile
+    p = method_profile(get_profile("paper"), "arcad")
+    assert (p.optimizer, p.lr, p.weight_decay, p.finetune_backbone, p.epochs * p.iters_per_epoch, p.batch_size) == \
+        ("adamw", 2e-3, 1e-4, False, 10000, 16)
+    assert method_profile(get_profile("cpu"), "arcad") == get_profile("cpu")
+
+
+@pytest.mark.slow
+def test_image_mode_with_a_frozen_backbone_trains_and_scores(monkeypatch):
+    """The paper profile's path (backbone inside the net, frozen by ArcAD's protocol), shrunk to two steps."""
+    from dpdl.methods.arcad import ArcADBase
+    small = {**ArcADBase.protocol, "epochs": 1, "iters_per_epoch": 2, "batch_size": 6, "image_size": 64,
+             "device": "cpu", "num_workers": 0, "autocast": "none", "channels_last": False}
+    monkeypatch.setattr(ArcADBase, "protocol", small)
+    rec = run(RunConfig("synthetic", profile="paper", backbone="mobilenet_v2", anomalies=2, method="arcad",
+                        method_options={"prototypes": 16}), progress=False)
+    assert rec["status"] == "ok" and math.isfinite(rec["metrics"]["auc"])

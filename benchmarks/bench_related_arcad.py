@@ -65,6 +65,25 @@ def summary(rows: list) -> dict:
     return out
 
 
+LABELS = {"dpdl": "DPDL (timing reference)", "arcad_base": "`arcad_base` (base alone, λ = 0)",
+          "arcad": "`arcad` (defaults: top-k tokens, K = 500)", "arcad_all_tokens": "`arcad`, anomaly_tokens=all",
+          "arcad_K64": "`arcad`, prototypes=64", "arcad_code": "`arcad`, the code's readings (n_cand 50, ReLU push, "
+          "code discriminator inputs, α 0.75)", "arcad_base_lr2e-3": "`arcad_base`, lr 2e-3, wd 1e-4 (ArcAD's)",
+          "arcad_lr2e-3": "`arcad`, lr 2e-3, wd 1e-4 (ArcAD's)"}
+
+
+def markdown(summ: dict) -> str:
+    """The table of book/related/arcad.md: validation AUC per seed, mean, and the seconds per run."""
+    seeds = sorted({s for v in summ.values() for s in v["aucs"]}, key=int)
+    lines = ["| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean AUC | wall s/run | CPU s/run |",
+             "|---" * (len(seeds) + 4) + "|"]
+    for v, t in summ.items():
+        lines.append(f"| {LABELS.get(v, v)} | " + " | ".join(f"{t['aucs'][s]:.3f}" if s in t["aucs"] else ""
+                                                            for s in seeds)
+                     + f" | {t['auc_mean']:.3f} | {t['total_s_mean']:.0f} | {t.get('cpu_s_mean', 0):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
@@ -90,7 +109,9 @@ def main():
                     rows.append(one(v, seed, args.anomalies))
                     write(NAME, {"dataset": "elpv", "setting": "general", "profile": "cpu", "eval_on": "val",
                                  "rows": rows, "summary": summary(rows)})
-    print(json.dumps(summary(rows), indent=1))
+    summ = summary(json.loads(json.dumps(rows)))      # seeds as strings, as stored
+    print(json.dumps(summ, indent=1))
+    print(markdown(summ))
 
 
 if __name__ == "__main__":

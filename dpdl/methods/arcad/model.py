@@ -9,7 +9,9 @@
 
 Gradient routing (Sec. 3.4): the decoder sees only L_recon of the normal rows (anomaly rows are decoded without a
 graph, for Eq. 7's reading), the discriminator only L_cls; the bottleneck all four terms. One optimiser (dpdl.train),
-so the discriminator's steps scale with λ3 (Adam(W) is invariant to that scale up to its ε).
+so the discriminator's steps scale with λ3 (Adam(W) is invariant to that scale up to its ε). The bottleneck runs
+once on the normal and anomaly rows together (its BN batch statistics see both, as ArcAD's code's single forward);
+at test it uses its running statistics, so a score does not depend on the other images of its batch.
 """
 from __future__ import annotations
 

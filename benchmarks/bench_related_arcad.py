@@ -22,12 +22,13 @@ NAME = "arcad_readings"
 VARIANTS = {
     "dpdl": ("dpdl", {}, {}),
     "arcad_base": ("arcad_base", {}, {}),
-    "arcad": ("arcad", {}, {}),
+    "arcad": ("arcad", {"anomaly_tokens": "topk_error"}, {}),
     "arcad_all_tokens": ("arcad", {"anomaly_tokens": "all"}, {}),
-    "arcad_K64": ("arcad", {"prototypes": 64}, {}),
-    "arcad_code": ("arcad", {"n_cand": 50, "push": "relu", "disc_inputs": "code", "focal_alpha": 0.75}, {}),
+    "arcad_K64": ("arcad", {"anomaly_tokens": "topk_error", "prototypes": 64}, {}),
+    "arcad_code": ("arcad", {"anomaly_tokens": "topk_error", "n_cand": 50, "push": "relu", "disc_inputs": "code",
+                             "focal_alpha": 0.75}, {}),
     "arcad_base_lr2e-3": ("arcad_base", {}, {"lr": 2e-3, "weight_decay": 1e-4}),
-    "arcad_lr2e-3": ("arcad", {}, {"lr": 2e-3, "weight_decay": 1e-4}),
+    "arcad_lr2e-3": ("arcad", {"anomaly_tokens": "topk_error"}, {"lr": 2e-3, "weight_decay": 1e-4}),
 }
 
 
@@ -66,10 +67,11 @@ def summary(rows: list) -> dict:
 
 
 LABELS = {"dpdl": "DPDL (timing reference)", "arcad_base": "`arcad_base` (base alone, λ = 0)",
-          "arcad": "`arcad` (defaults: top-k tokens, K = 500)", "arcad_all_tokens": "`arcad`, anomaly_tokens=all",
-          "arcad_K64": "`arcad`, prototypes=64", "arcad_code": "`arcad`, the code's readings (n_cand 50, ReLU push, "
-          "code discriminator inputs, α 0.75)", "arcad_base_lr2e-3": "`arcad_base`, lr 2e-3, wd 1e-4 (ArcAD's)",
-          "arcad_lr2e-3": "`arcad`, lr 2e-3, wd 1e-4 (ArcAD's)"}
+          "arcad": "`arcad`, anomaly_tokens=topk_error", "arcad_all_tokens": "`arcad` (defaults: anomaly_tokens=all)",
+          "arcad_K64": "`arcad`, topk_error, prototypes=64", "arcad_code": "`arcad`, topk_error, the code's readings "
+          "(n_cand 50, ReLU push, code discriminator inputs, α 0.75)",
+          "arcad_base_lr2e-3": "`arcad_base`, lr 2e-3, wd 1e-4 (ArcAD's)",
+          "arcad_lr2e-3": "`arcad`, topk_error, lr 2e-3, wd 1e-4 (ArcAD's)"}
 
 
 def markdown(summ: dict) -> str:

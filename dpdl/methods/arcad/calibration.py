@@ -71,7 +71,7 @@ def synthesize(anchors: Tensor, mu: Tensor, sigma: float, n_cand: int,
 
 
 def topk_error_tokens(tokens: Tensor, err: Tensor, ratio: float) -> Tensor:
-    """Eq. (7) without masks (our reading, option anomaly_tokens="topk_error"): for each anomaly image, its
+    """Eq. (7) without masks (a reading, option anomaly_tokens="topk_error"): for each anomaly image, its
     k = max(1, round(ratio·HW)) tokens of highest reconstruction error stand for the mask's m_i = 1.
 
     tokens (B, D, H, W), err (B, H, W) -> (B·k, D) token rows (not yet on the sphere)."""

@@ -5,6 +5,7 @@
 |---|---|
 | DPDL | :mod:`dpdl.methods.dpdl` (prototypes, bridge, dispersion, heads, model) |
 | DevNet, DRA, kNN | :mod:`dpdl.methods.devnet`, :mod:`dpdl.methods.dra`, :mod:`dpdl.methods.knn` |
+| ArcAD and its base | :mod:`dpdl.methods.arcad` (base: reverse distillation; calibration: SPM, DGC, focal; model) |
 | shared maths | :mod:`dpdl.methods.shared` (score heads; Gaussian-mixture densities; hypersphere and vMF; Sinkhorn) |
 
 Every method plugs into one training loop (dpdl.train).
@@ -38,6 +39,8 @@ _REGISTRY = {
     "devnet": ("dpdl.methods.devnet", "DevNet", "DevNetConfig"),
     "dra": ("dpdl.methods.dra", "DRA", "DRAConfig"),
     "knn": ("dpdl.methods.knn", "KNN", "KNNConfig"),
+    "arcad": ("dpdl.methods.arcad", "ArcAD", "ArcADConfig"),
+    "arcad_base": ("dpdl.methods.arcad", "ArcADBase", "ArcADBaseConfig"),
 }
 METHODS = tuple(_REGISTRY)
 

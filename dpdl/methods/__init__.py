@@ -5,6 +5,7 @@
 |---|---|
 | DPDL | :mod:`dpdl.methods.dpdl` (prototypes, bridge, dispersion, heads, model) |
 | DevNet, DRA, kNN | :mod:`dpdl.methods.devnet`, :mod:`dpdl.methods.dra`, :mod:`dpdl.methods.knn` |
+| HGAD | :mod:`dpdl.methods.hgad` (flow, hierarchical prior, model) |
 | shared maths | :mod:`dpdl.methods.shared` (score heads; Gaussian-mixture densities; hypersphere and vMF; Sinkhorn) |
 
 Every method plugs into one training loop (dpdl.train).
@@ -38,6 +39,7 @@ _REGISTRY = {
     "devnet": ("dpdl.methods.devnet", "DevNet", "DevNetConfig"),
     "dra": ("dpdl.methods.dra", "DRA", "DRAConfig"),
     "knn": ("dpdl.methods.knn", "KNN", "KNNConfig"),
+    "hgad": ("dpdl.methods.hgad", "HGAD", "HGADConfig"),
 }
 METHODS = tuple(_REGISTRY)
 

@@ -178,3 +178,30 @@ def test_hgad_learns_on_synthetic_and_is_deterministic():
     assert rec["status"] == "ok", rec["error"]
     assert rec["metrics"]["auc"] > 0.8
     assert run(cfg, progress=False)["metrics"] == rec["metrics"]
+
+
+def test_semi_push_pull_matches_a_hand_computation():
+    from dpdl.methods.hgad.bg import semi_push_pull
+    rng = np.random.default_rng(0)
+    ln, la = rng.normal(size=40), rng.normal(-0.5, 1, size=12)
+    beta, tau = 0.1, 0.2
+    b_n = np.sort(ln)[int(beta * 40)]
+    b_a = b_n - tau
+    want = (b_n - ln[ln < b_n]).mean() + (la[la > b_a] - b_a).mean()
+    got = semi_push_pull(torch.tensor(ln), torch.tensor(la), beta, tau)
+    assert float(got) == pytest.approx(want, rel=1e-12)
+
+
+def test_hgad_bg_pushes_seen_anomaly_patches_and_stays_finite():
+    from dpdl.methods.hgad import HGADBG, HGADBGConfig
+    m = HGADBG(6, (3, 3), HGADBGConfig(n_blocks=1, hidden=8, pos_dim=4, topk_ratio=0.3))
+    assert not m.unsupervised
+    m.init(_maps(10))
+    x = torch.cat([_maps(6), _maps(3, seed=4) + 3.0])
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    terms = m.losses(x, y)
+    assert torch.isfinite(terms["L_bg"]) and float(terms["L_bg"].detach()) > 0
+    terms["total"].backward()
+    assert all(torch.isfinite(q.grad).all() for q in m.parameters() if q.grad is not None)
+    only_normal = m.losses(x[:6], y[:6])
+    assert float(only_normal["L_bg"]) == 0.0

@@ -5,7 +5,7 @@
 |---|---|
 | DPDL | :mod:`dpdl.methods.dpdl` (prototypes, bridge, dispersion, heads, model) |
 | DevNet, DRA, kNN | :mod:`dpdl.methods.devnet`, :mod:`dpdl.methods.dra`, :mod:`dpdl.methods.knn` |
-| HGAD | :mod:`dpdl.methods.hgad` (flow, hierarchical prior, model) |
+| HGAD, HGAD+BG | :mod:`dpdl.methods.hgad` (flow, hierarchical prior, model; BGAD's push-pull) |
 | shared maths | :mod:`dpdl.methods.shared` (score heads; Gaussian-mixture densities; hypersphere and vMF; Sinkhorn) |
 
 Every method plugs into one training loop (dpdl.train).
@@ -40,6 +40,7 @@ _REGISTRY = {
     "dra": ("dpdl.methods.dra", "DRA", "DRAConfig"),
     "knn": ("dpdl.methods.knn", "KNN", "KNNConfig"),
     "hgad": ("dpdl.methods.hgad", "HGAD", "HGADConfig"),
+    "hgad_bg": ("dpdl.methods.hgad", "HGADBG", "HGADBGConfig"),
 }
 METHODS = tuple(_REGISTRY)
 

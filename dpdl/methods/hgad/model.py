@@ -132,7 +132,13 @@ class HGAD(MethodMixin, nn.Module):
     # -- training ------------------------------------------------------------------------------------------------
     def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """The two-stage objective (module docstring); every term a float64 mean over patches."""
-        z, logdet, cls = self.latents(x)
+        terms = self.flow_terms(*self.latents(x))
+        if self.training:
+            self.steps += 1
+        return terms
+
+    def flow_terms(self, z: Tensor, logdet: Tensor, cls: Tensor) -> dict[str, Tensor]:
+        """HGAD's terms and their "total" on latents z (N, D), log|det J| (N,), classes (N,) (no step counted)."""
         cfg, p = self.cfg, self.prior
         terms = {"L_g": p.nll_inter(z, logdet).mean(), "L_mi": p.mutual_info(z, cls).mean(),
                  "L_e": p.entropy(z).mean()}
@@ -147,8 +153,6 @@ class HGAD(MethodMixin, nn.Module):
             terms["L_z"] = lz if stage2 else lz.detach()
             if stage2:
                 total = total + lz
-        if self.training:
-            self.steps += 1
         terms["total"] = total
         return terms
 

@@ -37,6 +37,7 @@ def one(reading: str, seed: int, setting: str = "general", m: int = 10) -> dict:
     row = {"reading": reading, "cell": f"{setting}-M{m}", "seed": seed, "status": rec["status"],
            "error": rec["error"], "auc": rec["metrics"]["auc"], "ap": rec["metrics"]["ap"],
            "final_losses": {k: v[-1] for k, v in losses.items()},
+           "hgad_config": rec.get("method_options"),
            "timings": rec.get("timings"), "wall_s": round(time.perf_counter() - t, 2)}
     print(json.dumps({k: row[k] for k in ("reading", "cell", "seed", "auc", "ap", "wall_s")}), flush=True)
     return row

@@ -5,6 +5,7 @@ its validation split (a quarter of the training normals and half of the M seen a
 
 Usage (results/benchmarks/hgad_readings.json; rows already there are kept and skipped):
   python benchmarks/bench_related_hgad.py --readings likelihood,clusters,clusters_assigned --seeds 0,1,2
+  python benchmarks/bench_related_hgad.py --readings knn_reference,likelihood_topk --seeds 0,1,2   # kNN: a floor
   python benchmarks/bench_related_hgad.py --summary
 """
 from __future__ import annotations
@@ -25,13 +26,16 @@ READINGS = {
     "clusters_assigned": {"reading": "clusters_assigned"},
     "likelihood_code": {"reading": "likelihood", "code_terms": True},
 }
+# references on the same validation splits (not HGAD readings): method name -> its options
+REFERENCES = {"knn_reference": ("knn", {})}
 
 
 def one(reading: str, seed: int, setting: str = "general", m: int = 10) -> dict:
     from dpdl.train import RunConfig, run
     t = time.perf_counter()
-    cfg = RunConfig("elpv", setting=setting, anomalies=m, seed=seed, profile="cpu", method="hgad",
-                    method_options=READINGS[reading], eval_on="val")
+    method, options = REFERENCES.get(reading, ("hgad", READINGS.get(reading)))
+    cfg = RunConfig("elpv", setting=setting, anomalies=m, seed=seed, profile="cpu", method=method,
+                    method_options=options, eval_on="val")
     rec = run(cfg, progress=False)
     losses = rec.get("losses") or {}
     row = {"reading": reading, "cell": f"{setting}-M{m}", "seed": seed, "status": rec["status"],
@@ -58,14 +62,16 @@ def summary(rows: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--readings", default="likelihood,clusters,clusters_assigned")
+    ap.add_argument("--readings", default="likelihood,clusters,clusters_assigned",
+                    help=f"some of {', '.join([*READINGS, *REFERENCES])}")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--summary", action="store_true")
     args = ap.parse_args()
     readings = [r.strip() for r in args.readings.split(",") if r.strip()]
-    bad = [r for r in readings if r not in READINGS]
+    bad = [r for r in readings if r not in READINGS and r not in REFERENCES]
     if bad:
-        fail(f"--readings: unknown reading(s) {', '.join(bad)}; expected some of {', '.join(READINGS)}.")
+        fail(f"--readings: unknown reading(s) {', '.join(bad)}; expected some of "
+             f"{', '.join([*READINGS, *REFERENCES])}.")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:

@@ -6,6 +6,7 @@
 | DPDL | :mod:`dpdl.methods.dpdl` (prototypes, bridge, dispersion, heads, model) |
 | DevNet, DRA, kNN | :mod:`dpdl.methods.devnet`, :mod:`dpdl.methods.dra`, :mod:`dpdl.methods.knn` |
 | ArcAD and its base | :mod:`dpdl.methods.arcad` (base: reverse distillation; calibration: SPM, DGC, focal; model) |
+| HGAD, HGAD+BG | :mod:`dpdl.methods.hgad` (flow, hierarchical prior, model; BGAD's push-pull) |
 | shared maths | :mod:`dpdl.methods.shared` (score heads; Gaussian-mixture densities; hypersphere and vMF; Sinkhorn) |
 
 Every method plugs into one training loop (dpdl.train).
@@ -41,6 +42,8 @@ _REGISTRY = {
     "knn": ("dpdl.methods.knn", "KNN", "KNNConfig"),
     "arcad": ("dpdl.methods.arcad", "ArcAD", "ArcADConfig"),
     "arcad_base": ("dpdl.methods.arcad", "ArcADBase", "ArcADBaseConfig"),
+    "hgad": ("dpdl.methods.hgad", "HGAD", "HGADConfig"),
+    "hgad_bg": ("dpdl.methods.hgad", "HGADBG", "HGADBGConfig"),
 }
 METHODS = tuple(_REGISTRY)
 

@@ -33,8 +33,8 @@ from .plan import BASELINES
 METHODS = ("dpdl", *BASELINES)
 # Every method's name in tables and pages (one place); the related systems after the baselines.
 METHOD_LABELS = {"dpdl": "DPDL", "devnet": "DevNet", "dra": "DRA", "knn": "kNN", "arcad": "ArcAD",
-                 "arcad_base": "ArcAD base", "hgad": "HGAD", "vpdm": "VPDM"}
-RELATED = ("arcad", "arcad_base", "hgad", "vpdm")   # the related systems (papers 002-004): the Related systems page
+                 "arcad_base": "ArcAD base", "hgad": "HGAD", "hgad_bg": "HGAD+BG", "vpdm": "VPDM"}
+RELATED = ("arcad", "arcad_base", "hgad", "hgad_bg", "vpdm")   # the related systems (papers 002-004): the Related systems page
 MAD_K = 3.0
 MIN_GAP = 0.05    # AUC: an outlier is also this far from its cell's median
 COLUMNS = ["run_id", "status", "error", "method", "profile", "dataset", "setting", "known_class", "anomalies",

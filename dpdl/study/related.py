@@ -10,7 +10,7 @@ import pandas as pd
 from . import analysis, tables
 from .analysis import interval, per_seed
 
-FAMILY = ("dpdl", "arcad", "arcad_base", "hgad", "vpdm")   # prototype / mixture models of the normal class
+FAMILY = ("dpdl", "arcad", "arcad_base", "hgad", "hgad_bg", "vpdm")   # prototype / mixture models of the normal class
 REFERENCES = ("dra", "knn")
 
 

@@ -5,6 +5,7 @@
 |---|---|
 | DPDL | :mod:`dpdl.methods.dpdl` (prototypes, bridge, dispersion, heads, model) |
 | DevNet, DRA, kNN | :mod:`dpdl.methods.devnet`, :mod:`dpdl.methods.dra`, :mod:`dpdl.methods.knn` |
+| VPDM | :mod:`dpdl.methods.vpdm` (schedule, VPOT, denoiser, model) |
 | shared maths | :mod:`dpdl.methods.shared` (score heads; Gaussian-mixture densities; hypersphere and vMF; Sinkhorn) |
 
 Every method plugs into one training loop (dpdl.train).
@@ -38,6 +39,7 @@ _REGISTRY = {
     "devnet": ("dpdl.methods.devnet", "DevNet", "DevNetConfig"),
     "dra": ("dpdl.methods.dra", "DRA", "DRAConfig"),
     "knn": ("dpdl.methods.knn", "KNN", "KNNConfig"),
+    "vpdm": ("dpdl.methods.vpdm", "VPDM", "VPDMConfig"),
 }
 METHODS = tuple(_REGISTRY)
 

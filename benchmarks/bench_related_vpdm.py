@@ -27,6 +27,7 @@ SCORING = {
     "ddim3": {"sampler": "ddim", "steps": 3},
     "ddim25": {"sampler": "ddim", "steps": 25},
     "ddim100": {"sampler": "ddim", "steps": 100},
+    "ddim10_noclip": {"sampler": "ddim", "steps": 10, "clip": False},
     "ddim10_eta1": {"sampler": "ddim", "steps": 10, "eta": 1.0},
     "ddim10_mean": {"sampler": "ddim", "steps": 10, "start": "mean"},
     "ddim1_mean": {"sampler": "ddim", "steps": 1, "start": "mean"},

@@ -86,6 +86,11 @@ def test_the_true_noise_returns_x0_by_the_reparameterisation_and_by_ddim():
         if t > 1:                                                                # DDIM (η = 0) keeps the noise
             assert torch.allclose(ddim_step(s, xt, y, t, t // 2, eps), q_sample(s, x0, y, torch.full((4,), t // 2),
                                                                                  eps), atol=1e-9)
+    lo, hi = torch.full_like(x0, -1.0), torch.full_like(x0, 1.0)                 # clip: x̂^0 to the data range
+    xt = q_sample(s, x0, y, torch.full((4,), 500), eps)
+    assert torch.allclose(ddim_step(s, xt, y, 500, 0, eps, clip=(lo, hi)), x0.clamp(-1, 1), atol=1e-9)
+    wide = (torch.full_like(x0, -9.0), torch.full_like(x0, 9.0))
+    assert torch.allclose(ddim_step(s, xt, y, 500, 250, eps, clip=wide), ddim_step(s, xt, y, 500, 250, eps), atol=1e-9)
     assert ddim_steps(1000, 4) == [1000, 667, 334, 1] and ddim_steps(5, 5) == [5, 4, 3, 2, 1]
 
 

@@ -10,7 +10,9 @@ No public code exists; written from the paper (../shared/papers/002) with its er
   and L_0 reweighted to 1 as Ho et al.), plus the prior term KL(q(x^T | x^0, ŷ) ‖ N(ŷ, I)) per element;
   total = L_ELBO + L_OT.
 * Generation (Alg. 2): x^T = ŷ + z, then ``"ancestral"`` (Alg. 2, all T steps) or ``"ddim"`` (DDIM on
-  u = x − ŷ, ``steps`` steps, ``eta``), the same trained ε_θ.
+  u = x − ŷ, ``steps`` steps, ``eta``), the same trained ε_θ; x̂^0 clipped to the training normals' per-channel
+  range (``clip``; DDPM's code clips x̂^0 to the pixel range; unclipped, a weak ε_θ's error is amplified by
+  1/√α^T ≈ 157 at the first step).
 * Score (Sec. 3.4): S = ‖x^0 − x^0_rec‖₂ over channels (H, W), average-pooled (``pool`` x ``pool``, stride 1),
   its maximum.
 * Determinism and independence at test: each test image shares its OT plan with ``pair`` fixed training normals
@@ -45,12 +47,13 @@ class VPDMConfig:
     T: int = 1000                 # diffusion steps (Sec. 4.1: 1000)
     beta_1: float = 1e-4          # linear schedule (Sec. 4.1)
     beta_T: float = 0.02
-    denoiser: str = "conv"        # the paper gives none: "conv" (3x3 residual) or "mlp" (1x1), see denoiser.py
-    hidden: int = 128
+    denoiser: str = "mlp"         # the paper gives none: "mlp" (1x1 residual) or "conv" (3x3), see denoiser.py
+    hidden: int = 64
     blocks: int = 2
     sampler: str = "ddim"         # "ddim" (on u = x − ŷ, deterministic with eta 0) or "ancestral" (Alg. 2, T steps)
     steps: int = 10               # DDIM steps
     eta: float = 0.0              # DDIM η (0: deterministic given x^T)
+    clip: bool = True             # clip x̂^0 to the training normals' per-channel range (DDPM's code clips to pixels)
     start: str = "noise"          # x^T of Alg. 2: "noise" ŷ + z (z fixed, seeded) or "mean" ŷ (the mode of Eq. 12)
     pair: int = 47                # fixed training normals sharing each test image's plan (47: a plan of 48 rows)
     pool: int = 3                 # the score's average pooling (Sec. 3.4)
@@ -76,8 +79,8 @@ class VPDMConfig:
             raise ValueError(f"eta must lie in [0, 1], got {self.eta!r}")
         if self.steps > self.T:
             raise ValueError(f"steps must be at most T = {self.T}, got {self.steps!r}")
-        if not isinstance(self.standardize, bool):
-            raise ValueError(f"standardize must be true or false, got {self.standardize!r}")
+        if not (isinstance(self.standardize, bool) and isinstance(self.clip, bool)):
+            raise ValueError(f"standardize and clip must be true or false, got {self.standardize!r}, {self.clip!r}")
 
 
 class VPDM(MethodMixin, nn.Module):
@@ -98,6 +101,8 @@ class VPDM(MethodMixin, nn.Module):
         self.eps_model = Denoiser(in_channels, c.hidden, c.blocks, c.denoiser)
         self.register_buffer("mean", torch.zeros(1, in_channels, 1, 1))
         self.register_buffer("std", torch.ones(1, in_channels, 1, 1))
+        self.register_buffer("lo", torch.full((1, in_channels, 1, 1), -1e4))   # the normals' range (standardised)
+        self.register_buffer("hi", torch.full((1, in_channels, 1, 1), 1e4))
         self.register_buffer("partners", torch.zeros(c.pair, in_channels, *self.feat_hw))
 
     # ------------------------------------------------------------------------------------------------- set-up
@@ -117,6 +122,8 @@ class VPDM(MethodMixin, nn.Module):
             self.mean.copy_(normal.mean(dim=(0, 2, 3), keepdim=True))
             self.std.copy_(normal.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
         z = self.standardise(normal)
+        self.lo.copy_(z.amin(dim=(0, 2, 3), keepdim=True))
+        self.hi.copy_(z.amax(dim=(0, 2, 3), keepdim=True))
         if self.cfg.proto_init == "data":
             self.vpot.init_prototypes(z, generator)
         else:
@@ -159,14 +166,15 @@ class VPDM(MethodMixin, nn.Module):
         s, c = self.sched, self.cfg
         sampler, steps = sampler or c.sampler, steps or c.steps
         x = cond + self._noise(c.T + 1).to(cond) if c.start == "noise" else cond.clone()
+        clip = (self.lo, self.hi) if c.clip else None
         times = list(range(c.T, 0, -1)) if sampler == "ancestral" else ddim_steps(c.T, steps)
         for i, t in enumerate(times):
             eps = self.eps_model(x, cond, torch.full((len(x),), t, dtype=torch.long, device=x.device))
             if sampler == "ancestral":
-                x = ancestral_step(s, x, cond, t, eps, self._noise(t).to(x))
+                x = ancestral_step(s, x, cond, t, eps, self._noise(t).to(x), clip)
             else:
                 t_next = times[i + 1] if i + 1 < len(times) else 0
-                x = ddim_step(s, x, cond, t, t_next, eps, c.eta, self._noise(t).to(x) if c.eta else None)
+                x = ddim_step(s, x, cond, t, t_next, eps, c.eta, self._noise(t).to(x) if c.eta else None, clip)
         return x
 
     # ----------------------------------------------------------------------------------------------- scoring

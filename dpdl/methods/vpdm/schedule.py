@@ -76,9 +76,15 @@ def predict_x0(s: Schedule, xt: Tensor, y: Tensor, t: Tensor, eps: Tensor) -> Te
     return (xt - (1 - a.sqrt()) * y - (1 - a).sqrt() * eps) / a.sqrt()
 
 
-def ancestral_step(s: Schedule, xt: Tensor, y: Tensor, t: int, eps: Tensor, noise: Tensor) -> Tensor:
+def _clip(x0: Tensor, clip: tuple[Tensor, Tensor] | None) -> Tensor:
+    """x̂^0 clipped to the data's range (lo, hi), as DDPM's code clips x̂^0 to the pixel range; None: as is."""
+    return x0 if clip is None else torch.maximum(torch.minimum(x0, clip[1]), clip[0])
+
+
+def ancestral_step(s: Schedule, xt: Tensor, y: Tensor, t: int, eps: Tensor, noise: Tensor,
+                   clip: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Alg. 2 lines 4-7: x^{t−1} = γ0 x̂^0 + γ1 x^t + γ2 ŷ + √β^t z (t > 1), else x̂^0; (B, C, H, W)."""
-    x0 = predict_x0(s, xt, y, torch.full((len(xt),), t, dtype=torch.long), eps)
+    x0 = _clip(predict_x0(s, xt, y, torch.full((len(xt),), t, dtype=torch.long, device=xt.device), eps), clip)
     if t == 1:
         return x0
     g0, g1, g2, _ = posterior_coefficients(s, t)
@@ -93,11 +99,15 @@ def ddim_steps(T: int, n: int) -> list[int]:
 
 
 def ddim_step(s: Schedule, xt: Tensor, y: Tensor, t: int, t_next: int, eps: Tensor, eta: float = 0.0,
-              noise: Tensor | None = None) -> Tensor:
+              noise: Tensor | None = None, clip: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """One DDIM step on u = x − ŷ from t to t_next < t (t_next = 0: the clean estimate): û^0 = (u^t − √(1−α^t) ε)/√α^t,
-    u^{t'} = √α^{t'} û^0 + √(1 − α^{t'} − σ²) ε + σ z, σ = η √((1−α^{t'})/(1−α^t)) √(1 − α^t/α^{t'}); (B, C, H, W)."""
+    u^{t'} = √α^{t'} û^0 + √(1 − α^{t'} − σ²) ε + σ z, σ = η √((1−α^{t'})/(1−α^t)) √(1 − α^t/α^{t'}); (B, C, H, W).
+    ``clip`` (lo, hi): x̂^0 = ŷ + û^0 clipped to the data's range and ε re-derived from it."""
     ac, an = float(s.alpha_cum[t]), float(s.alpha_cum[t_next])
     u0 = (xt - y - (1 - ac) ** 0.5 * eps) / ac ** 0.5
+    if clip is not None:                      # x̂^0 clipped, ε re-derived from it (as DDIM's code does)
+        u0 = _clip(u0 + y, clip) - y
+        eps = (xt - y - ac ** 0.5 * u0) / (1 - ac) ** 0.5
     sigma = eta * ((1 - an) / (1 - ac) * (1 - ac / an)) ** 0.5
     u = an ** 0.5 * u0 + max(1 - an - sigma ** 2, 0.0) ** 0.5 * eps
     if sigma > 0 and noise is not None:

@@ -175,3 +175,13 @@ def test_saved_state_restores_the_scores_and_options_are_checked():
         with pytest.raises(ValueError):
             check_options("vpdm", bad)
     assert build_method("vpdm", 6, (5, 5)).unsupervised and not VPDM.uses_adapter
+
+
+def test_paper_profile_carries_the_published_settings_and_cpu_keeps_its_own():
+    from dpdl.config import get_profile
+    from dpdl.train import method_profile
+    own = method_profile(get_profile("paper"), "vpdm")
+    assert (own.optimizer, own.lr, own.weight_decay, own.batch_size) == ("adam", 1e-3, 0.0, 32)   # Appendix D
+    cfg = VPDMConfig()
+    assert (cfg.prototypes, cfg.down, cfg.T, cfg.beta_1, cfg.beta_T) == (50, 4, 1000, 1e-4, 0.02)  # Sec. 4.1
+    assert method_profile(get_profile("cpu"), "vpdm") == get_profile("cpu")

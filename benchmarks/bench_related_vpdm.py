@@ -129,9 +129,9 @@ def main() -> None:
             for seed in args.seeds:
                 over = {} if lr == 1e-4 else {"lr": lr}
                 runs.append(train_and_score(seed, {"denoiser": den, "hidden": args.hidden}, over, args.scoring))
-    write(args.name, {"dataset": "elpv general M=10, validation split (eval_on=val)", "profile": "cpu",
-                      "scoring_readings": {k: SCORING[k] for k in args.scoring}, "runs": runs,
-                      "summary": summary(runs)})
+                write(args.name, {"dataset": "elpv general M=10, validation split (eval_on=val)", "profile": "cpu",
+                                  "scoring_readings": {k: SCORING[k] for k in args.scoring}, "runs": runs,
+                                  "summary": summary(runs)})   # after every model: a cut-short run keeps its part
 
 
 if __name__ == "__main__":

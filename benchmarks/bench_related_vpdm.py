@@ -91,6 +91,24 @@ def summary(runs: list[dict]) -> dict:
     return out
 
 
+def from_log(path: str) -> list[dict]:
+    """Runs re-assembled from the lines this script prints (``seed options overrides reading {auc, ...}``), for a
+    run cut short before its first write; training facts (losses, train_s) are then absent."""
+    import ast
+    import re
+    runs: dict = {}
+    pat = re.compile(r"^(\d+) (\{.*?\}) (\{.*?\}) (\w+) (\{.*\})$")
+    for line in open(path, encoding="utf-8"):
+        m = pat.match(line.strip())
+        if m:
+            seed, opts, over, name, val = int(m[1]), ast.literal_eval(m[2]), ast.literal_eval(m[3]), m[4], \
+                ast.literal_eval(m[5])
+            key = (seed, repr(sorted(opts.items())), repr(sorted(over.items())))
+            runs.setdefault(key, {"seed": seed, "options": opts, "overrides": over, "scoring": {},
+                                  "from_log": True})["scoring"][name] = val
+    return list(runs.values())
+
+
 def cost() -> None:
     """One ELPV general M = 10 seed 0 run (test split, cpu profile) of VPDM (its defaults) and of DPDL, back to back."""
     from dpdl.train import RunConfig, run
@@ -115,6 +133,7 @@ def main() -> None:
     ap.add_argument("--scoring", nargs="+", default=list(SCORING))
     ap.add_argument("--cost", action="store_true")
     ap.add_argument("--name", default="vpdm_readings")
+    ap.add_argument("--from-log", help="re-assemble the JSON from this script's printed lines (a run cut short)")
     args = ap.parse_args()
     bad = [s for s in args.scoring if s not in SCORING]
     if bad:
@@ -123,6 +142,11 @@ def main() -> None:
         fail("--denoisers: expected conv and/or mlp")
     if args.cost:
         return cost()
+    if args.from_log:
+        runs = from_log(args.from_log)
+        return write(args.name, {"dataset": "elpv general M=10, validation split (eval_on=val)", "profile": "cpu",
+                                 "scoring_readings": {k: SCORING[k] for k in args.scoring}, "runs": runs,
+                                 "summary": summary(runs), "from_log": args.from_log})
     runs = []
     for lr in args.lrs:
         for den in args.denoisers:

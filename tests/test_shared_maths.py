@@ -79,6 +79,17 @@ def test_ot_value_gradient_matches_finite_differences():
     assert torch.allclose(grad, fd, atol=1e-6)
 
 
+def test_sinkhorn_batched_costs_solve_independent_problems():
+    """A cost (B, N, K) gives each item's own plan (VPDM's test-time plans, one per test image)."""
+    g = torch.Generator().manual_seed(4)
+    cost = torch.rand(3, 5, 4, generator=g, dtype=torch.float64)
+    batched = sinkhorn_plan(cost, 0.1, iters=3000, tol=1e-13)
+    for i in range(3):
+        assert torch.allclose(batched[i], sinkhorn_plan(cost[i], 0.1, iters=3000, tol=1e-13), atol=1e-12)
+    assert torch.allclose(batched.sum(-1), torch.full((3, 5), 0.2, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(batched.sum(-2), torch.full((3, 4), 0.25, dtype=torch.float64), atol=1e-10)
+
+
 def test_sinkhorn_rejects_bad_input():
     with pytest.raises(ValueError, match="eps"):
         sinkhorn_plan(torch.rand(3, 2), 0.0)

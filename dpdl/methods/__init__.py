@@ -7,6 +7,7 @@
 | DevNet, DRA, kNN | :mod:`dpdl.methods.devnet`, :mod:`dpdl.methods.dra`, :mod:`dpdl.methods.knn` |
 | ArcAD and its base | :mod:`dpdl.methods.arcad` (base: reverse distillation; calibration: SPM, DGC, focal; model) |
 | HGAD, HGAD+BG | :mod:`dpdl.methods.hgad` (flow, hierarchical prior, model; BGAD's push-pull) |
+| VPDM | :mod:`dpdl.methods.vpdm` (schedule, VPOT, denoiser, model) |
 | shared maths | :mod:`dpdl.methods.shared` (score heads; Gaussian-mixture densities; hypersphere and vMF; Sinkhorn) |
 
 Every method plugs into one training loop (dpdl.train).
@@ -44,6 +45,7 @@ _REGISTRY = {
     "arcad_base": ("dpdl.methods.arcad", "ArcADBase", "ArcADBaseConfig"),
     "hgad": ("dpdl.methods.hgad", "HGAD", "HGADConfig"),
     "hgad_bg": ("dpdl.methods.hgad", "HGADBG", "HGADBGConfig"),
+    "vpdm": ("dpdl.methods.vpdm", "VPDM", "VPDMConfig"),
 }
 METHODS = tuple(_REGISTRY)
 

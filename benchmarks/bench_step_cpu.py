@@ -12,7 +12,8 @@ do not count), its ratio to DevNet's step (issue target: <= 1.5), and the FLOPs 
 forward and backward pass, which every trained method pays (``torch.utils.flop_counter``). kNN trains nothing
 and is left out.
 
-Usage: python benchmarks/bench_step_cpu.py [--steps 20] [--repeats 5] [--threads 1] [--opt dpdl:reading=bridge]
+Usage: python benchmarks/bench_step_cpu.py [--steps 20] [--repeats 5] [--threads 1] [--methods devnet,dpdl]
+[--opt dpdl:reading=bridge]; by default every trained method of the registry.
 """
 from __future__ import annotations
 
@@ -84,7 +85,9 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--methods", default="devnet,dra,dpdl")
+    from dpdl.methods import METHODS, method_class
+    every = ",".join(m for m in METHODS if method_class(m).trainable)
+    ap.add_argument("--methods", default=every, help=f"comma-separated (default: every trained method: {every})")
     ap.add_argument("--opt", action="append", default=[], help="METHOD:KEY=VALUE, a method option (repeatable)")
     a = ap.parse_args()
     if a.steps < 1 or a.repeats < 1 or a.threads < 1:

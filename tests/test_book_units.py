@@ -309,3 +309,18 @@ def test_performance_page_gpu_figures_come_from_records_or_say_none_exist(tmp_pa
     assert g["check"] == {"device": "NVIDIA H100"}
     assert list(g["runs"]["record"]) == ["brainmri__general__M10__s0__full"]
     assert g["runs"]["wall ms / step"].iloc[0] == 40.0
+
+
+def test_step_table_reads_the_step_benchmark(tmp_path):
+    from dpdl.book.records import step_table
+    assert step_table(tmp_path).empty
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "step_cpu.json").write_text(json.dumps({
+        "command": "python bench_step_cpu.py", "target_ratio": 1.5, "results": {
+            "devnet": {"batch": 48, "step_ms": 10.0, "ratio_to_devnet": 1.0, "step_cpu_ms": 9.0,
+                       "cpu_ratio_to_devnet": 1.0, "flops_adapter": 5e8},
+            "hgad": {"batch": 48, "step_ms": 30.0, "ratio_to_devnet": 3.0, "step_cpu_ms": 27.0,
+                     "cpu_ratio_to_devnet": 3.0, "flops_adapter": 0}}}))
+    df = step_table(tmp_path).set_index("method")
+    assert df.loc["HGAD", "× DevNet"] == 3.0 and df.loc["DevNet", "adapter fwd+bwd (GFLOP)"] == 0.5
+    assert df.attrs["command"] == "python bench_step_cpu.py"

@@ -9,7 +9,7 @@ import pandas as pd
 from ..study.analysis import default_results_dir, load_runs
 from . import render
 from .pages import _display, _md
-from .records import RUN_STEPS, choice_table, diagnostic_table, performance_tables, provenance_table
+from .records import RUN_STEPS, choice_table, diagnostic_table, performance_tables, provenance_table, step_table
 from .render import collapsed, styled
 
 
@@ -78,6 +78,18 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
         ax.set_title("Where a run's time goes")
         fig.tight_layout()
         plt.show()
+    steps = step_table(results)
+    _display(_md("## One training step per method\n\nEvery trained method on the same batch of the cpu profile's maps, "
+                 "one process, one thread: milliseconds per step (adapter, losses, backward, optimiser step), wall "
+                 "clock and the thread's CPU time (the steadier on a loaded machine), each as a ratio to DevNet's "
+                 f"step (the target of issue 21: at most {steps.attrs.get('target') or 1.5}×), beside the FLOPs of the "
+                 "shared adapter's forward and backward pass."))
+    if len(steps):
+        _display(styled(steps, precision=2), _md(f"Measured by `{steps.attrs.get('command')}` (code "
+                                                 f"{steps.attrs.get('code_version')}, {steps.attrs.get('date')}, "
+                                                 f"load average {steps.attrs.get('load')})."))
+    else:
+        _display(_md(render.not_run_line("the step benchmark", "python benchmarks/bench_step_cpu.py")))
     show_gpu(results)
     show_choices(results)
     diag = diagnostic_table(results)

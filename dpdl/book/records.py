@@ -202,3 +202,25 @@ def results_archive(results, profile: str, dst_dir) -> Path:
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, p.read_bytes())
     return dst
+
+
+def step_table(results=None) -> pd.DataFrame:
+    """One training step of every trained method on the same cpu-profile batch (``benchmarks/bench_step_cpu.py``,
+    ``results/benchmarks/step_cpu.json``): wall and thread-CPU ms per step, each as a ratio to DevNet's, and the
+    adapter's GFLOP. Empty without the file."""
+    from ..study.analysis import METHOD_LABELS
+    path = default_results_dir(results) / "benchmarks" / "step_cpu.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return pd.DataFrame()
+    rows = []
+    for m, r in (data.get("results") or {}).items():
+        rows.append({"method": METHOD_LABELS.get(m, m), "batch": r.get("batch"), "step (ms)": r.get("step_ms"),
+                     "× DevNet": r.get("ratio_to_devnet"), "CPU step (ms)": r.get("step_cpu_ms"),
+                     "CPU × DevNet": r.get("cpu_ratio_to_devnet"),
+                     "adapter fwd+bwd (GFLOP)": (r.get("flops_adapter") or 0) / 1e9})
+    df = pd.DataFrame(rows)
+    df.attrs.update(command=data.get("command"), code_version=data.get("code_version"), date=data.get("date"),
+                    target=data.get("target_ratio"), load=data.get("loadavg_1_5_15"))
+    return df

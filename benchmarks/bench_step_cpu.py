@@ -41,6 +41,8 @@ def build(method: str, prof, opts: dict):
 def adapter_flops(net, x) -> int:
     """FLOPs of the adapter's forward and backward pass on ``x`` (torch's flop counter)."""
     from torch.utils.flop_counter import FlopCounterMode
+    if not any(p.requires_grad for p in net.adapter.parameters()):   # raw maps (uses_adapter = False): no adapter
+        return 0
     x = x.clone().requires_grad_(False)
     with FlopCounterMode(display=False) as counter:
         out = net.adapter(x)

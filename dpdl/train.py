@@ -378,7 +378,9 @@ def _train_and_test(cfg: RunConfig, prof: Profile, backbone: str, split, device,
         timings.update(train_s=train["train_s"], step_ms=1000.0 * train["train_s"] / max(train["steps"], 1),
                        step_data_ms=1000.0 * train["data_s"] / max(train["steps"], 1), steps=train["steps"])
     t1 = time.perf_counter()
-    if setup.reference_inputs is not None:
+    if isinstance(setup.reference_inputs, tuple):   # a pool (DRA reference="code"): each part embedded
+        net.method.calibrate(*[embed_all(net, r, device) for r in setup.reference_inputs])
+    elif setup.reference_inputs is not None:
         net.method.calibrate(embed_all(net, setup.reference_inputs, device))
     scores = evaluate(net, setup.test_inputs, device)
     timings["test_s"] = time.perf_counter() - t1

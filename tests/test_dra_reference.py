@@ -25,26 +25,24 @@ def _model(share=0.5, c=N + V * N):
     return m
 
 
+def _counts(share: float, images: int) -> torch.Tensor:
+    """(images, N + V·N): how often each pool row entered each image's reference (one-hot pool)."""
+    m = _model(share=share)
+    m.calibrate(*_one_hot_pool())
+    x = torch.randn(images, N + V * N, *HW, generator=torch.Generator().manual_seed(images))
+    return (m.code_references(x)[:, :, 0, 0] * m.n_reference).round()
+
+
 def test_each_draw_is_five_distinct_normals_or_pseudo_maps_as_the_code_draws():
-    m = _model(share=0.0)
-    normal, pseudo = _one_hot_pool()
-    m.calibrate(normal, pseudo)
-    x = torch.randn(50, N + V * N, *HW)
-    counts = (m.code_references(x)[:, :, 0, 0] * m.n_reference).round()
+    counts = _counts(0.0, 50)
     assert torch.all(counts[:, :N].sum(1) == 5) and torch.all(counts[:, :N].max(1).values == 1)   # 5 distinct
     assert torch.all(counts[:, N:] == 0)                                                         # no pseudo
-    m = _model(share=1.0)
-    m.calibrate(normal, pseudo)
-    counts = (m.code_references(x)[:, :, 0, 0] * m.n_reference).round()
+    counts = _counts(1.0, 50)
     assert torch.all(counts[:, :N] == 0) and torch.all(counts[:, N:].sum(1) == 5)               # all pseudo
 
 
 def test_about_half_the_references_are_pseudo_and_the_draws_vary_between_images():
-    m = _model(share=0.5)
-    normal, pseudo = _one_hot_pool()
-    m.calibrate(normal, pseudo)
-    x = torch.randn(400, N + V * N, *HW)
-    counts = (m.code_references(x)[:, :, 0, 0] * m.n_reference).round()
+    counts = _counts(0.5, 400)
     share = float(counts[:, N:].sum() / counts.sum())
     sd = (0.25 / counts.sum()) ** 0.5                       # binomial, 2000 draws
     assert abs(share - 0.5) < 4 * float(sd)

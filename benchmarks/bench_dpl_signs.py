@@ -121,8 +121,8 @@ def render(rows: list[dict], seed: int) -> str:
              f"models trained with {'; '.join(trained_as)}; the terms of three readings measured on the same "
              "model: the printed Eqs. 16–17, the margin reading's and the bridge reading's, whose L^n is ε times "
              "LightSB's objective (inputs detached: it moves only the potential θ_ψp) plus the margin term of the "
-             "transported normals ψ_p(x̂ⁿ), and whose L^a is the transport margin on ψ_p(x̂ᵃ)). Each cell: the mean cosine between the "
-             "loss's descent direction and the direction towards the nearest prototype (for a prototype: towards the "
+             "transported normals ψ_p(x̂ⁿ), and whose L^a is the transport margin on ψ_p(x̂ᵃ)). Each cell: the mean "
+             "cosine between the loss's descent direction and the direction towards the nearest prototype (for a prototype: towards the "
              "normals it owns), and in brackets the share of rows moved towards. The paper's text wants normals and "
              "prototypes together (+) and anomalies away (−). An empty cell: the term has no gradient on those rows "
              "(a trained margin L^a: every anomaly of the batch already lies beyond the margin, so the hinge is 0).",

@@ -179,13 +179,18 @@ def markdown(res: dict, name: str) -> str:
             if auc:
                 lines.append(f"| {cell} | {variant} | " + " | ".join(f"{auc[s]:.3f}" if s in auc else ""
                                                                     for s in seeds) + " |")
-    lines += ["", "| cell | paired difference | mean [95 % t-interval] | seeds |", "|---|---|---|---|"]
-    for cell, d in res["paired_finetuned"].items():
-        for what, iv in d.items():
-            lines.append(f"| {cell} | {what.replace(' - ', ' − ')} | {iv['mean']:+.3f} [{iv['lo']:+.3f}, "
-                         f"{iv['hi']:+.3f}] | {', '.join(map(str, iv['seeds']))} |")
-    if not res["paired_finetuned"]:
-        lines.append("| | not enough paired seeds yet (two needed) | | |")
+    lines += ["", "| cell | paired difference | per seed | mean [95 % t-interval] |", "|---|---|---|---|"]
+    for cell in dict.fromkeys(_cell(r) for r in tuned):
+        auc = {(r["seed"], r.get("variant", "full")): r["auc"] for r in tuned if _cell(r) == cell}
+        for other in ("no_dpl", "no_dfl"):
+            diffs = {sd: a_ - auc[(sd, other)] for (sd, v), a_ in auc.items() if v == "full" and (sd, other) in auc}
+            if not diffs:
+                continue
+            iv = res["paired_finetuned"].get(cell, {}).get(f"full - {other}")
+            lines.append(f"| {cell} | full − {other} | " + ", ".join(f"{d:+.3f} (seed {sd})" for sd, d in
+                                                                   sorted(diffs.items())) + " | "
+                         + (f"{iv['mean']:+.3f} [{iv['lo']:+.3f}, {iv['hi']:+.3f}]" if iv else
+                            "no interval: one seed") + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,9 +9,22 @@ from pathlib import Path
 import torch
 
 
+# the DPDLConfig fields that make a reading (bench_dpdl_readings.READINGS' keys): a cached model is named by their
+# resolved values, so that a change of the code's default reading never reuses a model trained under the old one
+READING_FIELDS = ("alpha_param", "bridge_input", "dpl_loss", "residual", "log_sigma_bound", "prototype_decay",
+                  "dpl_margin", "dpl_weight")
+
+
+def resolved(options: dict) -> dict:
+    """``options`` over the code's default reading (DPDLConfig's values of READING_FIELDS)."""
+    from dpdl.methods.dpdl.model import DPDLConfig
+    default = DPDLConfig()
+    return {**{k: getattr(default, k) for k in READING_FIELDS}, **options}
+
+
 def model_dir(seed: int, steps: int | None, options: dict) -> Path:
     from dpdl.paths import cache_dir
-    tag = "_".join(f"{k}={v}" for k, v in sorted(options.items())) or "default"
+    tag = "_".join(f"{k}={v}" for k, v in sorted(resolved(options).items()))
     return cache_dir() / "bench_models" / f"elpv_general_M10_s{seed}_{'init' if steps else 'trained'}_{tag}"
 
 
@@ -22,9 +35,11 @@ def trained(seed: int, steps: int | None = None, options: dict | None = None):
 
     from dpdl.score import load_trained
     from dpdl.train import RunConfig, run
-    options = options or {}
+    options = resolved(options or {})
     out = model_dir(seed, steps, options)
-    if not (out / "model.pt").exists():
+    rec = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    stale = any(rec.get("method_options", {}).get(k) != v for k, v in options.items())
+    if stale or not (out / "model.pt").exists():
         over = {"epochs": 1, "iters_per_epoch": int(steps)} if steps else {}
         run(RunConfig("elpv", anomalies=10, seed=seed, profile="cpu", eval_on="val", out=str(out), overrides=over,
                       method_options=options, overwrite=True), progress=False)

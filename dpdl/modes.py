@@ -93,11 +93,16 @@ def setup_features(cfg, prof: Profile, backbone: str, split, device, progress: b
     comp = net.method.composition(prof, len(f_seen), len(f_pseudo) > 0)
     batches = FeatureBatches(f_norm, f_seen, f_pseudo, comp, cfg.seed, prof.feature_aug)
     ref = f_norm[_reference_rows(len(f_norm), comp.reference, cfg.seed)] if comp.reference else None
+    if getattr(net.method, "reference_pool", False):   # references drawn per test image (DRA reference="code")
+        ref = (f_norm, f_pseudo)
     return Setup(net, batches, f_norm, ref, f_test, comp, extra)
 
 
 def setup_images(cfg, prof: Profile, backbone_name: str, split, device, progress: bool, options: dict) -> Setup:
     """Image mode (``paper``): backbone inside the net (fine-tuned unless the profile freezes it)."""
+    if options.get("reference") == "code":
+        raise ValueError(f"method option reference='code' is implemented in feature mode only, not in profile "
+                         f"{prof.name!r} (image mode)")
     seed_everything(cfg.seed)
     backbone = build_backbone(backbone_name, prof.feature_layers, weights=cfg.weights, image_size=prof.image_size,
                               map_size=prof.map_size)

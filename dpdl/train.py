@@ -390,7 +390,9 @@ def _train_and_test(cfg: RunConfig, prof: Profile, backbone: str, split, device,
         setup.extra["trained_once"] = shared
         torch.manual_seed(seed + trained_once.RNG_OFFSET)   # the same generator state whether trained or loaded
     t1 = time.perf_counter()
-    if setup.reference_inputs is not None:
+    if isinstance(setup.reference_inputs, tuple):   # a pool (DRA reference="code"): each part embedded
+        net.method.calibrate(*[embed_all(net, r, device) for r in setup.reference_inputs])
+    elif setup.reference_inputs is not None:
         net.method.calibrate(embed_all(net, setup.reference_inputs, device))
     scores = evaluate(net, setup.test_inputs, device)
     timings["test_s"] = time.perf_counter() - t1

@@ -94,8 +94,10 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
     show_choices(results)
     diag = diagnostic_table(results)
     _display(_md("## Diagnostic: fine-tuning the last backbone stage\n\nThe last stage (blocks 11–15) of the "
-                 "backbone fine-tuned on top of the cached mid maps, all else as in the `cpu` profile, paired with "
-                 "frozen runs of the same seeds, on ELPV test cells (`python benchmarks/bench_elpv_finetune.py`)."))
+                 "backbone fine-tuned on top of the cached mid maps, all else as in the `cpu` profile, on ELPV test cells "
+                 "(`python benchmarks/bench_elpv_finetune.py`); a file with a frozen arm pairs it with frozen runs of "
+                 "the same seeds. Files made before the `bridge` reading ran another DPDL reading (their `reading` "
+                 "column); the Fig. 2 page shows the one under the current reading."))
     _display(styled(diag, {"AUC mean": "{:.3f}", "step (ms)": "{:.0f}"}) if len(diag) else _md(render.not_run_line(
         "the fine-tuning diagnostic", "python benchmarks/bench_elpv_finetune.py --cells general:1 --seeds 0,1,2")))
     _display(_md("## Benchmarks (feature cache, step times)"))

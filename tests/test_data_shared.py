@@ -145,12 +145,13 @@ def test_cpu_study_plans_aitex_and_headct():
     plan = expand("cpu", datasets=["aitex", "headct"])
     assert "aitex" not in plan.skipped and "headct" not in plan.skipped
     t1 = Counter((r.dataset, r.anomalies, r.variant) for r in plan.runs if "table1" in r.groups)
-    assert t1 == {(d, m, v): 5 for d in ("aitex", "headct") for m in (10, 1) for v in ("full", "devnet", "dra", "knn")}
+    every = ("full", "devnet", "dra", "knn", "arcad", "arcad_base", "hgad", "vpdm")   # DPDL, baselines, related systems
+    assert t1 == {(d, m, v): 5 for d in ("aitex", "headct") for m in (10, 1) for v in every}
     hard = [r for r in plan.runs if r.setting == "hard"]
     assert {r.dataset for r in hard} == {"aitex"}
     six = {"broken_end", "broken_pick", "cut_selvage", "fuzzyball", "nep", "weft_crack"}
     assert Counter((r.known_class, r.anomalies, r.variant) for r in hard if "table2" in r.groups) == \
-        {(c, m, v): 5 for c in six for m in (10, 1) for v in ("full", "devnet", "dra", "knn")}
+        {(c, m, v): 5 for c in six for m in (10, 1) for v in every}
     assert Counter((r.known_class, r.anomalies) for r in hard if "table6" in r.groups) == \
         {(c, m): 5 for c in six for m in (10, 1)}
     assert Counter(r.dataset for r in plan.runs) == {"aitex": 280, "headct": 40}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..study import analysis, tables
+from ..study import analysis
 from ..study.related import FAMILY, REFERENCES, answer, comparisons, verdict_counts
 from .render import num, styled
 
@@ -12,9 +12,8 @@ def show(profile: str = "cpu", results_dir=None) -> None:
     """Display the answer, the counts and, per cell, every method's mean AUC beside DRA and kNN."""
     from IPython.display import Markdown, display
 
-    caption = tables.profile_caption(profile, results_dir, short=True)
     comp = comparisons(profile, results_dir)
-    display(Markdown(f"**Answer ({caption}).** {answer(comp)}"))
+    display(Markdown(f"**Answer.** {answer(comp)}"))
     if comp.empty:
         return
     display(Markdown("**Cells where each method's paired difference to DRA and to kNN is shown above or below 0** "

@@ -62,7 +62,7 @@ def answer(comp: pd.DataFrame) -> str:
     parts = []
     for _, r in counts.iterrows():
         parts.append(f"{r['method']} vs {r['against']}: higher in {r['higher (interval > 0)']}, lower in "
-                     f"{r['lower (interval < 0)']} of {r['cells']} cells")
+                     f"{r['lower (interval < 0)']} of {r['cells']} cell{'s' if r['cells'] != 1 else ''}")
     wins = int((best["diff"] > 0).sum()) if len(best) else 0
-    return (f"Over {n_cells} cells (Tables 1 and 2), the best method of the prototype family beats DRA's mean in "
-            f"{wins} of {len(best)} cells. Paired over seeds (95 % intervals): " + "; ".join(parts) + ".")
+    return (f"Over {n_cells} cell{'s' if n_cells != 1 else ''} (Tables 1 and 2), the best method of the prototype family beats DRA's mean in "
+            f"{wins} of {len(best)}. Paired over seeds (95 % intervals): " + "; ".join(parts) + ".")

@@ -154,4 +154,4 @@ def test_cpu_study_plans_aitex_and_headct():
         {(c, m, v): 5 for c in six for m in (10, 1) for v in every}
     assert Counter((r.known_class, r.anomalies) for r in hard if "table6" in r.groups) == \
         {(c, m): 5 for c in six for m in (10, 1)}
-    assert Counter(r.dataset for r in plan.runs) == {"aitex": 280, "headct": 40}
+    assert Counter(r.dataset for r in plan.runs) == {"aitex": 560, "headct": 80}   # 8 methods: (2 + 12) cells x 5 seeds

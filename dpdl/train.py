@@ -19,6 +19,7 @@ epoch's end, and the error still names its first step and term.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -373,15 +374,17 @@ def _train_and_test(cfg: RunConfig, prof: Profile, backbone: str, split, device,
         net.method.init(embed_all(net, setup.normal_inputs, device), generator=torch.Generator().manual_seed(seed))
     timings["features_s"] = time.perf_counter() - t0
     train, shared = None, None
-    if trained_once.applies(net, prof):    # an unsupervised method: one training per dataset and seed
-        shared = {"key": trained_once.key(cfg, prof, backbone, method_options(cfg, prof), setup.normal_inputs)}
-        train = trained_once.load(shared["key"], net)
-        shared["reused"] = train is not None
-    if net.method.trainable and train is None:
-        train = fit(net, setup.batches, prof, device, progress,
-                    desc=f"{cfg.method} {cfg.dataset} M={cfg.anomalies} s{cfg.seed}")
-        if shared is not None:
-            trained_once.store(shared["key"], net, train)
+    with contextlib.ExitStack() as held:
+        if trained_once.applies(net, prof):    # an unsupervised method: one training per dataset and seed
+            shared = {"key": trained_once.key(cfg, prof, backbone, method_options(cfg, prof), setup.normal_inputs)}
+            held.enter_context(trained_once.claim(shared["key"]))    # a concurrent run of the key waits, then loads
+            train = trained_once.load(shared["key"], net)
+            shared["reused"] = train is not None
+        if net.method.trainable and train is None:
+            train = fit(net, setup.batches, prof, device, progress,
+                        desc=f"{cfg.method} {cfg.dataset} M={cfg.anomalies} s{cfg.seed}")
+            if shared is not None:
+                trained_once.store(shared["key"], net, train)
     if train is not None:
         timings.update(train_s=train["train_s"], step_ms=1000.0 * train["train_s"] / max(train["steps"], 1),
                        step_data_ms=1000.0 * train["data_s"] / max(train["steps"], 1), steps=train["steps"])

@@ -8,10 +8,12 @@ very same model; only the test set differs. The first run trains it and keeps it
 training reads: the profile's settings, the method and its options, the seed, the backbone and weights, the bytes
 of the training normals' feature maps and a digest of the package's source, so a change to any of them trains
 anew. A run that reused a trained state says so in its record (``trained_once``); its numbers are those of a lone
-run (tests/test_trained_once.py).
+run (tests/test_trained_once.py). Two processes of a sweep that reach the same key at once do not both train: the
+second waits in :func:`claim` until the first has stored the state, then loads it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +22,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 from .paths import cache_dir
 
@@ -56,6 +63,22 @@ def key(cfg, profile, backbone: str, options: dict, normal_maps: torch.Tensor) -
 
 def _path(k: str) -> Path:
     return cache_dir() / "trained" / f"{k}.pt"
+
+
+@contextlib.contextmanager
+def claim(k: str):
+    """Hold the training of key ``k`` within (load, else train and store): another process that claims ``k``
+    meanwhile waits, then finds the stored state. An exclusive ``flock`` on ``<key>.lock`` beside the state; it goes
+    with the process however that ends. Without ``fcntl`` (Windows) nothing is held and a key may train twice."""
+    path = _path(k).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def load(k: str, net) -> dict | None:

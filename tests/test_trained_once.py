@@ -100,3 +100,25 @@ def test_a_damaged_state_is_retrained(toy_method):
 def test_supervised_methods_do_not_share():
     rec = run(RunConfig("synthetic", profile="smoke", anomalies=5, seed=0, method="devnet"), progress=False)
     assert "trained_once" not in rec
+
+
+@pytest.mark.skipif(trained_once.fcntl is None, reason="no flock on this platform")
+def test_a_concurrent_claim_of_the_same_key_waits_until_the_first_is_done(tmp_path, monkeypatch):
+    """Two runs of one key at once (two processes of a sweep): the second waits, so the key trains once."""
+    import threading
+    monkeypatch.setenv("DPDL_CACHE", str(tmp_path))
+    order = []
+
+    def second():
+        with trained_once.claim("k"):
+            order.append("second")
+
+    with trained_once.claim("k"):
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and order == []     # still waiting while the first holds the key
+        with trained_once.claim("another key"):      # other keys are free
+            order.append("first")
+    waiter.join(10)
+    assert order == ["first", "second"] and not waiter.is_alive()

@@ -144,7 +144,8 @@ def related_systems(profile: str, results_dir=None) -> str | None:
     comp = related.comparisons(profile, results_dir)
     if comp.empty or set(comp["method"]) <= {"dpdl"}:
         return None
-    return "**The related systems** (ArcAD, HGAD, VPDM; [Related systems](../related.md)): " + related.answer(comp)
+    return ("**The related systems** (ArcAD, HGAD, VPDM; [Related systems](../related.md), every count on its results "
+            "page): " + related.headline(comp))
 
 
 def answer(check: pd.DataFrame, data: dict, profile: str, results_dir=None) -> list[str]:

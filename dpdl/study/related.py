@@ -66,3 +66,26 @@ def answer(comp: pd.DataFrame) -> str:
     wins = int((best["diff"] > 0).sum()) if len(best) else 0
     return (f"Over {n_cells} cell{'s' if n_cells != 1 else ''} (Tables 1 and 2), the best method of the prototype family beats DRA's mean in "
             f"{wins} of {len(best)}. Paired over seeds (95 % intervals): " + "; ".join(parts) + ".")
+
+
+def headline(comp: pd.DataFrame) -> str:
+    """The first page's line, from the counts: per reference, the most cells in which a method of the family is
+    shown higher, and the fewest and most in which one is shown lower, each count with the methods that have it."""
+    if comp.empty:
+        return answer(comp)
+    counts = verdict_counts(comp)
+    n_cells = comp.groupby(["setting", "dataset", "M"]).ngroups
+    cells = lambda k: f"{k} cell{'s' if k != 1 else ''}"  # noqa: E731
+    parts = []
+    for ref, g in counts.groupby("against", sort=False):
+        who = lambda col, k: ", ".join(g.loc[g[col] == k, "method"])  # noqa: E731
+        hi, lo = g["higher (interval > 0)"], g["lower (interval < 0)"]
+        higher = (f"none is higher than {ref} in any cell" if hi.max() == 0 else
+                  f"none is higher than {ref} in more than {cells(hi.max())} ({who('higher (interval > 0)', hi.max())})")
+        lower = ("none is lower in any cell" if lo.max() == 0 else f"each is lower in {cells(lo.min())}"
+                 if lo.min() == lo.max() else
+                 f"each is lower in {lo.min()} ({who('lower (interval < 0)', lo.min())}) to {lo.max()} "
+                 f"({who('lower (interval < 0)', lo.max())}) cells")
+        parts.append(f"{higher}, and {lower}")
+    return (f"Paired over seeds (95 % intervals) in the {cells(n_cells)} of Tables 1 and 2, among DPDL's family ("
+            + ", ".join(dict.fromkeys(counts["method"])) + "): " + "; ".join(parts) + ".")

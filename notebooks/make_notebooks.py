@@ -90,7 +90,8 @@ On frozen features the DPL and DFL terms can only move the adapter's output. Thi
 move: the backbone's last stage (EfficientNet-Lite0 blocks 11–15) trains on top of the cached mid maps, all else
 as in the `cpu` profile, under the code's default reading (the learnt bridge, λ per dataset), on ELPV's test cell
 (general, M = 10): DPDL in full, without DPL and without DFL, paired by seed over five seeds. A fine-tuned step
-costs many times a frozen one on this machine (about 5 minutes per run). It is a diagnostic: it reports and chooses
+costs many times a frozen one on this machine (4–7 minutes per run with two at a time, up to 43 minutes under
+heavy load). It is a diagnostic: it reports and chooses
 nothing.
 
 How to read it:

@@ -6,6 +6,7 @@ its validation split (a quarter of the training normals and half of the M seen a
 Usage (results/benchmarks/hgad_readings.json; rows already there are kept and skipped):
   python benchmarks/bench_related_hgad.py --readings likelihood,clusters,clusters_assigned --seeds 0,1,2
   python benchmarks/bench_related_hgad.py --readings knn_reference,likelihood_topk --seeds 0,1,2   # kNN: a floor
+  python benchmarks/bench_related_hgad.py --readings hgad_bg --seeds 0,1,2          # HGAD+BG, the supervised row
   python benchmarks/bench_related_hgad.py --summary
 """
 from __future__ import annotations
@@ -26,8 +27,9 @@ READINGS = {
     "clusters_assigned": {"reading": "clusters_assigned"},
     "likelihood_code": {"reading": "likelihood", "code_terms": True},
 }
-# references on the same validation splits (not HGAD readings): method name -> its options
-REFERENCES = {"knn_reference": ("knn", {})}
+# other methods on the same validation splits (not HGAD readings): name -> (method, its options). "hgad_bg" is
+# HGAD + BGAD's boundary-guided push-pull on the seen anomalies (supervised; its own row, not an HGAD reading)
+REFERENCES = {"knn_reference": ("knn", {}), "hgad_bg": ("hgad_bg", {})}
 
 
 def one(reading: str, seed: int, setting: str = "general", m: int = 10) -> dict:

@@ -12,8 +12,13 @@ do not count), its ratio to DevNet's step (issue target: <= 1.5), and the FLOPs 
 forward and backward pass, which every trained method pays (``torch.utils.flop_counter``). kNN trains nothing
 and is left out.
 
+With ``--compile`` each method is also timed with its losses under ``torch.compile`` (inductor, CPU), on a fresh
+copy of the same model, and the file gets ``compiled_*`` fields: the compiled step, its speed-up over eager, the
+first compilation's seconds and the relative difference of the first step's total loss from eager's (float
+tolerance, not identity). Nothing in the study is compiled: this measures whether it would pay (issue 21).
+
 Usage: python benchmarks/bench_step_cpu.py [--steps 20] [--repeats 5] [--threads 1] [--methods devnet,dpdl]
-[--opt dpdl:reading=bridge]; by default every trained method of the registry.
+[--opt dpdl:reading=bridge] [--compile]; by default every trained method of the registry.
 """
 from __future__ import annotations
 
@@ -51,7 +56,8 @@ def adapter_flops(net, x) -> int:
     return int(counter.get_total_flops())
 
 
-def time_method(method: str, prof, x_all, opts: dict, steps: int, repeats: int) -> dict:
+def time_method(method: str, prof, x_all, opts: dict, steps: int, repeats: int, compiled: bool = False) -> dict:
+    """Median ms per step (wall and thread CPU) of ``method``; with ``compiled`` its losses run under torch.compile."""
     net, _ = build(method, prof, opts)
     comp = net.method.composition(prof, 10, True)
     y = comp.labels()
@@ -62,14 +68,20 @@ def time_method(method: str, prof, x_all, opts: dict, steps: int, repeats: int) 
     net.train()
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=prof.lr,
                             weight_decay=prof.weight_decay)
+    losses = torch.compile(net.losses) if compiled else net.losses
+    first = []
 
     def step():
-        terms = net.losses(x, y)
+        terms = losses(x, y)
+        first.append(float(terms["total"].detach()))
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
 
-    for _ in range(3):
+    t0 = time.perf_counter()
+    step()                                      # compiles, when compiled
+    compile_s = time.perf_counter() - t0
+    for _ in range(2):
         step()
     blocks, cpu_blocks = [], []
     for _ in range(repeats):
@@ -78,8 +90,11 @@ def time_method(method: str, prof, x_all, opts: dict, steps: int, repeats: int) 
             step()
         blocks.append(1000 * (time.perf_counter() - t0) / steps)
         cpu_blocks.append(1000 * (time.thread_time() - c0) / steps)
-    return {"step_ms": statistics.median(blocks), "blocks_ms": blocks, "step_cpu_ms": statistics.median(cpu_blocks),
-            "cpu_blocks_ms": cpu_blocks, "batch": int(len(y)), "flops_adapter": adapter_flops(net, x)}
+    out = {"step_ms": statistics.median(blocks), "blocks_ms": blocks, "step_cpu_ms": statistics.median(cpu_blocks),
+           "cpu_blocks_ms": cpu_blocks, "batch": int(len(y)), "first_total": first[0]}
+    if compiled:
+        return {**out, "compile_s": compile_s}
+    return {**out, "flops_adapter": adapter_flops(net, x)}
 
 
 def main():
@@ -91,6 +106,7 @@ def main():
     every = ",".join(m for m in METHODS if method_class(m).trainable)
     ap.add_argument("--methods", default=every, help=f"comma-separated (default: every trained method: {every})")
     ap.add_argument("--opt", action="append", default=[], help="METHOD:KEY=VALUE, a method option (repeatable)")
+    ap.add_argument("--compile", action="store_true", help="also time each method's losses under torch.compile")
     a = ap.parse_args()
     if a.steps < 1 or a.repeats < 1 or a.threads < 1:
         fail("--steps, --repeats and --threads must be integers >= 1")
@@ -111,14 +127,28 @@ def main():
     gen = torch.Generator().manual_seed(0)
     x_all = torch.randn(max(64, prof.batch_size + 16), c, h, w, generator=gen)
     res = {m: time_method(m, prof, x_all, opts[m], a.steps, a.repeats) for m in methods}
+    for m in methods if a.compile else ():
+        try:
+            comp = time_method(m, prof, x_all, opts[m], a.steps, a.repeats, compiled=True)
+        except Exception as exc:        # a method that inductor cannot compile: said, not fatal
+            res[m]["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            continue
+        e = res[m]
+        e.update(compiled_step_ms=comp["step_ms"], compiled_step_cpu_ms=comp["step_cpu_ms"],
+                 compile_s=comp["compile_s"], compiled_speedup_cpu=e["step_cpu_ms"] / comp["step_cpu_ms"],
+                 compiled_first_total_rel_diff=abs(comp["first_total"] - e["first_total"]) / max(abs(e["first_total"]),
+                                                                                             1e-12))
     base, base_cpu = res["devnet"]["step_ms"], res["devnet"]["step_cpu_ms"]
     for m, r in res.items():
         r["ratio_to_devnet"] = r["step_ms"] / base
         r["cpu_ratio_to_devnet"] = r["step_cpu_ms"] / base_cpu
         print(f"{m:8s} {r['step_ms']:7.2f} ms/step  x{r['ratio_to_devnet']:.2f} DevNet  |  CPU time "
               f"{r['step_cpu_ms']:7.2f} ms/step  x{r['cpu_ratio_to_devnet']:.2f} DevNet  "
-              f"(adapter fwd+bwd {r['flops_adapter'] / 1e9:.2f} GFLOP)")
+              f"(adapter fwd+bwd {r['flops_adapter'] / 1e9:.2f} GFLOP)"
+              + (f"  | compiled CPU {r['compiled_step_cpu_ms']:7.2f} ms/step, speed-up x{r['compiled_speedup_cpu']:.2f}"
+                 if "compiled_step_cpu_ms" in r else ""))
     write("step_cpu", {"profile": "cpu", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,
+                       "compiled": a.compile,
                        "feature_map": [int(c), int(h), int(w)], "options": opts, "results": res,
                        "target_ratio": 1.5,
                        "note": "median ms per training step (adapter -> losses -> backward -> AdamW) over the "

@@ -324,3 +324,23 @@ def test_step_table_reads_the_step_benchmark(tmp_path):
     df = step_table(tmp_path).set_index("method")
     assert df.loc["HGAD", "× DevNet"] == 3.0 and df.loc["DevNet", "adapter fwd+bwd (GFLOP)"] == 0.5
     assert df.attrs["command"] == "python bench_step_cpu.py"
+
+
+def test_step_table_shows_the_compiled_columns_only_when_measured(tmp_path):
+    from dpdl.book.records import step_table
+    (tmp_path / "benchmarks").mkdir()
+    row = {"batch": 48, "step_ms": 10.0, "ratio_to_devnet": 1.0, "step_cpu_ms": 9.0, "cpu_ratio_to_devnet": 1.0,
+           "flops_adapter": 5e8}
+    path = tmp_path / "benchmarks" / "step_cpu.json"
+    path.write_text(json.dumps({"results": {"devnet": row}}))
+    assert "compiled speed-up" not in step_table(tmp_path)
+    path.write_text(json.dumps({"compiled": True, "results": {
+        "devnet": {**row, "compiled_step_cpu_ms": 12.0, "compiled_speedup_cpu": 0.75,
+                   "compiled_first_total_rel_diff": 1e-7},
+        "hgad": {**row, "compile_error": "Unsupported: a graph break"}}}))
+    df = step_table(tmp_path).set_index("method")
+    assert df.loc["DevNet", "compiled speed-up"] == 0.75 and df.loc["HGAD", "compile error"].startswith("Unsupported")
+    row_ok = {"devnet": {**row, "compiled_step_cpu_ms": 12.0, "compiled_speedup_cpu": 0.75,
+                         "compiled_first_total_rel_diff": 0.0}}
+    path.write_text(json.dumps({"compiled": True, "results": row_ok}))
+    assert "compile error" not in step_table(tmp_path)

@@ -83,7 +83,10 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
                  "one process, one thread: milliseconds per step (adapter, losses, backward, optimiser step), wall "
                  "clock and the thread's CPU time (the steadier on a loaded machine), each as a ratio to DevNet's "
                  f"step (the target of issue 21: at most {steps.attrs.get('target') or 1.5}×), beside the FLOPs of the "
-                 "shared adapter's forward and backward pass."))
+                 "shared adapter's forward and backward pass. The compiled columns, where present, time the same "
+                 "step with the method's losses under `torch.compile` (CPU inductor) and give the relative difference "
+                 "of the first step's loss from eager: a measurement of whether compiling would pay, not what the "
+                 "study runs (it runs eager)."))
     if len(steps):
         _display(styled(steps, precision=2), _md(f"Measured by `{steps.attrs.get('command')}` (code "
                                                  f"{steps.attrs.get('code_version')}, {steps.attrs.get('date')}, "

@@ -207,7 +207,8 @@ def results_archive(results, profile: str, dst_dir) -> Path:
 def step_table(results=None) -> pd.DataFrame:
     """One training step of every trained method on the same cpu-profile batch (``benchmarks/bench_step_cpu.py``,
     ``results/benchmarks/step_cpu.json``): wall and thread-CPU ms per step, each as a ratio to DevNet's, and the
-    adapter's GFLOP. Empty without the file."""
+    adapter's GFLOP; with ``--compile``, the compiled step, its speed-up over eager and the first loss's relative
+    difference. Empty without the file."""
     from ..study.analysis import METHOD_LABELS
     path = default_results_dir(results) / "benchmarks" / "step_cpu.json"
     try:
@@ -220,7 +221,14 @@ def step_table(results=None) -> pd.DataFrame:
                      "× DevNet": r.get("ratio_to_devnet"), "CPU step (ms)": r.get("step_cpu_ms"),
                      "CPU × DevNet": r.get("cpu_ratio_to_devnet"),
                      "adapter fwd+bwd (GFLOP)": (r.get("flops_adapter") or 0) / 1e9})
+        if data.get("compiled"):      # --compile: the same step with the losses under torch.compile
+            rows[-1].update({"compiled CPU step (ms)": r.get("compiled_step_cpu_ms"),
+                             "compiled speed-up": r.get("compiled_speedup_cpu"),
+                             "compiled loss rel. diff.": r.get("compiled_first_total_rel_diff"),
+                             "compile error": r.get("compile_error", "")})
     df = pd.DataFrame(rows)
+    if "compile error" in df and not df["compile error"].any():
+        df = df.drop(columns="compile error")
     df.attrs.update(command=data.get("command"), code_version=data.get("code_version"), date=data.get("date"),
                     target=data.get("target_ratio"), load=data.get("loadavg_1_5_15"))
     return df

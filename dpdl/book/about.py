@@ -85,8 +85,9 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
                  f"step (the target of issue 21: at most {steps.attrs.get('target') or 1.5}×), beside the FLOPs of the "
                  "shared adapter's forward and backward pass. The compiled columns, where present, time the same "
                  "step with the method's losses under `torch.compile` (CPU inductor) and give the relative difference "
-                 "of the first step's loss from eager: a measurement of whether compiling would pay, not what the "
-                 "study runs (it runs eager)."))
+                 "of the first step's loss from eager (methods that draw random numbers in their losses, ArcAD's "
+                 "synthesis and VPDM's noise, draw other numbers when compiled): a measurement of whether compiling "
+                 "would pay, not what the study runs (it runs eager)."))
     if len(steps):
         _display(styled(steps, precision=2), _md(f"Measured by `{steps.attrs.get('command')}` (code "
                                                  f"{steps.attrs.get('code_version')}, {steps.attrs.get('date')}, "

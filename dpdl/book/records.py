@@ -224,7 +224,8 @@ def step_table(results=None) -> pd.DataFrame:
         if data.get("compiled"):      # --compile: the same step with the losses under torch.compile
             rows[-1].update({"compiled CPU step (ms)": r.get("compiled_step_cpu_ms"),
                              "compiled speed-up": r.get("compiled_speedup_cpu"),
-                             "compiled loss rel. diff.": r.get("compiled_first_total_rel_diff"),
+                             "compiled loss rel. diff.": (f"{r['compiled_first_total_rel_diff']:.1e}" if
+                                                          r.get("compiled_first_total_rel_diff") is not None else ""),
                              "compile error": r.get("compile_error", "")})
     df = pd.DataFrame(rows)
     if "compile error" in df and not df["compile error"].any():

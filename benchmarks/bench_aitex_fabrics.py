@@ -84,6 +84,8 @@ def main():
     counts = dataset_counts()
     top = max(counts, key=lambda ff: counts[ff]["anomaly"])
     runs = ROOT / "results" / "runs" / a.profile
+    if not runs.is_dir():
+        fail(f"--profile: {runs} does not exist; expected a profile with run records (cpu, paper or smoke)")
     rows = []
     for method in a.methods.split(","):
         paths = sorted(runs.glob(f"aitex__general__M*__s*__{method}/scores.json"))

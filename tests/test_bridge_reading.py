@@ -150,7 +150,7 @@ def test_bridge_potential_is_trained_jointly_by_the_total_loss(monkeypatch):
     terms, sb = model_sb_term(m, x, y, monkeypatch)
     margin_n = terms["dpl_n"] - m.cfg.dpl_weight * m.cfg.eps * sb          # L^n minus its SB part (const: no grad)
     for name, part in (("margin L^n", margin_n), ("M_r", terms["mr"])):
-        g = torch.autograd.grad(part, m.potential.mu, allow_unused=True)[0]
+        g = torch.autograd.grad(part, m.potential.mu, allow_unused=True, retain_graph=True)[0]   # ψ_p is shared
         assert g is not None and float(g.abs().sum()) > 0, name
 
 

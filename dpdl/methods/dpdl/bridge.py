@@ -82,7 +82,8 @@ import math
 import torch
 from torch import Tensor
 
-from dpdl.methods.shared.mixture import diag_gaussian_log_density, log_weights, mixture_log_density
+from dpdl.methods.shared.mixture import (diag_gaussian_log_density, log_weights, mixture_from_components,
+                                         mixture_log_density)
 
 __all__ = [
     "log_normalizer",
@@ -97,6 +98,8 @@ __all__ = [
     "dpl_anomaly_loss",
     "dpl_losses",
     "soft_distance",
+    "soft_distance_from_components",
+    "margin_terms",
     "dpl_margin_losses",
     "plan_mean",
     "sb_loss",
@@ -273,9 +276,15 @@ def soft_distance(y: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, eps: 
     soft-min at temperature 2ε of the Mahalanobis distances to the prototypes (ε → 0: the nearest one).
     y (B, D) → (B,) (float64 inside, returned in y's dtype).
     """
-    D = y.shape[1]
-    return (-2.0 * eps * (mixture_log_density(y, log_alpha, mu, sigma, eps) + 0.5 * D * math.log(2.0 * math.pi * eps))
-            ).to(y.dtype)
+    return soft_distance_from_components(diag_gaussian_log_density(y, mu, sigma, eps), log_alpha, eps,
+                                         y.shape[1]).to(y.dtype)
+
+
+def soft_distance_from_components(component_log_density: Tensor, log_alpha: Tensor, eps: float, D: int) -> Tensor:
+    """:func:`soft_distance` from the prototypes' log-densities (B, C) of y (float64 (B,)): the same density matrix
+    gives M_r's c* = argmax_c (Eq. 22), so a training step computes it once."""
+    log_phi = mixture_from_components(component_log_density, log_alpha)
+    return -2.0 * eps * (log_phi + 0.5 * D * math.log(2.0 * math.pi * eps))
 
 
 def dpl_margin_losses(x_n: Tensor | None, x_a: Tensor | None, log_alpha: Tensor, mu: Tensor, sigma: Tensor,
@@ -288,13 +297,20 @@ def dpl_margin_losses(x_n: Tensor | None, x_a: Tensor | None, log_alpha: Tensor,
     anomalies pushed until they lie a margin m beyond the normal features — a bounded push.
     x_n (N, D), x_a (M, D) → (L^n, L^a), a term None when its rows are None/empty.
     """
+    d_n = soft_distance(x_n, log_alpha, mu, sigma, eps) if x_n is not None and len(x_n) else None
+    d_a = soft_distance(x_a, log_alpha, mu, sigma, eps) if x_a is not None and len(x_a) else None
+    return margin_terms(d_n, d_a, margin)
+
+
+def margin_terms(d_n: Tensor | None, d_a: Tensor | None, margin: float) -> tuple[Tensor | None, Tensor | None]:
+    """(L^n, L^a) of :func:`dpl_margin_losses` from the soft distances d_n (N,) and d_a (M,) (None or empty: no term):
+    L^n = mean d_n, L^a = mean max(0, m + mean(d_n) (detached; 0 without normal rows) − d_a)."""
     ln = la = None
     ref = 0.0
-    if x_n is not None and len(x_n):
-        d_n = soft_distance(x_n, log_alpha, mu, sigma, eps)
+    if d_n is not None and len(d_n):
         ln, ref = d_n.mean(), d_n.mean().detach()
-    if x_a is not None and len(x_a):
-        la = torch.relu(margin + ref - soft_distance(x_a, log_alpha, mu, sigma, eps)).mean()
+    if d_a is not None and len(d_a):
+        la = torch.relu(margin + ref - d_a).mean()
     return ln, la
 
 

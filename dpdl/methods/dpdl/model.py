@@ -232,9 +232,10 @@ class DPDLModel(nn.Module):
             return []
         return list(self.prototypes.parameters()) + (list(self.potential.parameters()) if self.potential else [])
 
-    def transport(self, xb: Tensor) -> Tensor:
-        """ψ_p(x̂) (B, D): the mean of the learnt plan of Eq. (13) under θ_ψp (reading ``dpl_loss="bridge"``)."""
-        pl, pm, ps = self.potential.params()
+    def transport(self, xb: Tensor, potential: tuple | None = None) -> Tensor:
+        """ψ_p(x̂) (B, D): the mean of the learnt plan of Eq. (13) under θ_ψp (reading ``dpl_loss="bridge"``;
+        ``potential``: θ_ψp's ``params()`` when the caller has them)."""
+        pl, pm, ps = potential if potential is not None else self.potential.params()
         return bridge.plan_mean(xb, pl, pm, ps, self.cfg.eps)
 
     def _require_init(self):
@@ -250,27 +251,53 @@ class DPDLModel(nn.Module):
                              f"{self.feat_hw[1]}), got {tuple(x.shape)}")
 
     # ---------------------------------------------------------------- heads
-    def residual(self, x: Tensor, sample: bool | None = None, generator: torch.Generator | None = None):
-        """Eq. (22) input: (ψ_p(x) − µ_{c*})/σ_{c*} as (B, Cf, H, W), plus (c_plan, c_star)."""
+    def _shares_density(self) -> bool:
+        """Whether the DPL terms' soft distances (``dpl_loss`` "margin"/"bridge") are of M_r's y (Eq. 22): then one
+        (B, C) prototype density matrix serves both c* and the distances (y = x̂ for "nearest", ψ_p(x̂) for "bridge")."""
+        cfg = self.cfg
+        return cfg.use_dpl and (cfg.dpl_loss == "bridge" or (cfg.dpl_loss == "margin" and cfg.residual == "nearest"))
+
+    def _shared(self, x: Tensor, sample: bool | None = None, generator: torch.Generator | None = None,
+                residual: bool = True, density_grad: bool = False) -> dict:
+        """What the heads and the DPL terms of one step share, each computed once: the prototype parameters, x̂, and
+        (residual "nearest"/"bridge") y and its (B, C) float64 prototype log-densities (``density_grad``: differentiable,
+        for the DPL soft distances; else under no_grad, for c* only), plus M_r's residual r (B, Cf, H, W), c_plan, c*."""
         self._require_init()
+        cfg = self.cfg
         if sample is None:
-            sample = self.training and self.cfg.residual_sample
+            sample = self.training and cfg.residual_sample
         la, mu, sigma = self._proto_params()
         flat = x.flatten(1)
         xb = self.to_bridge(flat)
-        if self.cfg.residual in ("nearest", "bridge"):
-            y = self.transport(xb) if self.cfg.residual == "bridge" else xb
-            with torch.no_grad():
-                c_star = diag_gaussian_log_density(y, mu, sigma, self.cfg.eps).argmax(dim=1)
-            r, c_plan = (y - mu[c_star]) / sigma[c_star], c_star
-        else:
-            r, c_plan, c_star = prototype_residual(xb, la, mu, sigma, self.cfg.eps, sample=sample, generator=generator)
-        if self.cfg.bridge_input == "unit":       # back to the feature's scale, so M_r sees inputs like M_a's
-            r = r * flat.norm(dim=1, keepdim=True)
-        return r.view_as(x), c_plan, c_star
+        out = {"flat": flat, "xb": xb, "params": (la, mu, sigma)}
+        if cfg.residual in ("nearest", "bridge"):
+            if cfg.residual == "bridge":
+                out["potential"] = self.potential.params()
+            y = self.transport(xb, out["potential"]) if cfg.residual == "bridge" else xb
+            with torch.set_grad_enabled(density_grad and torch.is_grad_enabled()):
+                dens = diag_gaussian_log_density(y, mu, sigma, cfg.eps)
+            c_star = dens.detach().argmax(dim=1)
+            out.update(y=y, density=dens, c_plan=c_star, c_star=c_star)
+            if residual:
+                out["r"] = (y - mu[c_star]) / sigma[c_star]
+        elif residual:
+            out["r"], out["c_plan"], out["c_star"] = prototype_residual(xb, la, mu, sigma, cfg.eps, sample=sample,
+                                                                        generator=generator)
+        if residual:
+            r = out["r"]
+            if cfg.bridge_input == "unit":       # back to the feature's scale, so M_r sees inputs like M_a's
+                r = r * flat.norm(dim=1, keepdim=True)
+            out["r"] = r.view_as(x)
+        return out
 
-    def head_logits(self, x: Tensor) -> dict[str, Tensor]:
-        """Per-head image logits {"a": S_a, "n": S_n (normality), "r": S_r}, each (B,), enabled heads only."""
+    def residual(self, x: Tensor, sample: bool | None = None, generator: torch.Generator | None = None):
+        """Eq. (22) input: (ψ_p(x) − µ_{c*})/σ_{c*} as (B, Cf, H, W), plus (c_plan, c_star)."""
+        s = self._shared(x, sample, generator)
+        return s["r"], s["c_plan"], s["c_star"]
+
+    def head_logits(self, x: Tensor, shared: dict | None = None) -> dict[str, Tensor]:
+        """Per-head image logits {"a": S_a, "n": S_n (normality), "r": S_r}, each (B,), enabled heads only
+        (``shared``: :meth:`_shared` of x, when the caller has it)."""
         self._check_x(x)
         out = {}
         if self.head_n is not None:
@@ -278,7 +305,7 @@ class DPDLModel(nn.Module):
         if self.head_a is not None:
             out["a"] = self.head_a(x)
         if self.head_r is not None:
-            out["r"] = self.head_r(self.residual(x)[0])
+            out["r"] = self.head_r((shared if shared is not None else self._shared(x))["r"])
         return out
 
     @staticmethod
@@ -323,7 +350,10 @@ class DPDLModel(nn.Module):
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
         cfg = self.cfg
-        logits = self.head_logits(x)
+        share = self._shares_density()
+        shared = (self._shared(x, residual=self.head_r is not None, density_grad=share)
+                  if self.head_r is not None or share else None)
+        logits = self.head_logits(x, shared)
         terms: dict[str, Tensor] = {}
         if "a" in logits:
             terms["ma"] = self._binary(logits["a"], y)                 # Eq. (20)
@@ -334,16 +364,18 @@ class DPDLModel(nn.Module):
         flat = x.flatten(1)
         if cfg.use_dpl:
             self._require_init()
-            la, mu, sigma = self.prototypes.params()
-            xb = self.to_bridge(flat)
+            la, mu, sigma = shared["params"] if shared is not None else self.prototypes.params()
+            xb = shared["xb"] if shared is not None else self.to_bridge(flat)
             normal, anomal = y < 0.5, y >= 0.5
             zero = flat.sum() * 0.0
-            if cfg.dpl_loss == "margin":
-                scale = cfg.dpl_weight
+            scale = cfg.dpl_weight
+            if share:        # "margin" (y = x̂) and "bridge" (y = ψ_p(x̂)): distances from M_r's density matrix
+                d = bridge.soft_distance_from_components(shared["density"], la, cfg.eps, self.D).to(x.dtype)
+                ln, la_ = bridge.margin_terms(d[normal], d[anomal], cfg.dpl_margin)
+                if cfg.dpl_loss == "bridge" and ln is not None:
+                    ln = self._sb_term(xb[normal], mu, shared["potential"]) + ln
+            elif cfg.dpl_loss == "margin":
                 ln, la_ = bridge.dpl_margin_losses(xb[normal], xb[anomal], la, mu, sigma, cfg.eps, cfg.dpl_margin)
-            elif cfg.dpl_loss == "bridge":
-                scale = cfg.dpl_weight
-                ln, la_ = self._bridge_losses(xb[normal], xb[anomal], la, mu, sigma)
             else:
                 per_dim = cfg.eps / (1.0 if cfg.bridge_input == "unit" else self.D)
                 scale = cfg.dpl_weight * (per_dim if cfg.dpl_scale == "per_dim" else 1.0)
@@ -358,26 +390,20 @@ class DPDLModel(nn.Module):
         terms["total"] = total                                          # Eq. (23)
         return terms
 
-    def _bridge_losses(self, xn: Tensor, xa: Tensor, la: Tensor, mu: Tensor, sigma: Tensor):
-        """Reading ``dpl_loss="bridge"`` of Eqs. (16)–(17): (L^n, L^a), a term None without its rows.
+    def _sb_term(self, xn: Tensor, mu: Tensor, potential: tuple) -> Tensor:
+        """The SB part of the reading ``dpl_loss="bridge"``'s L^n: ε·(sb_loss(θ_ψp; x̂ⁿ detached → µ_c detached) + const).
 
-        L^n = ε·sb_loss(θ_ψp; x̂ⁿ detached → µ_c detached) + mean d(ψ_p(x̂ⁿ)): Eq. (16)'s LightSB objective with the
+        L^n = this + mean d(ψ_p(x̂ⁿ)) and L^a = mean max(0, m + d̄ⁿ − d(ψ_p(x̂ᵃ))) (the transport margin, bounded, in
+        place of the printed L^a), d the soft distance to the prototypes (:func:`dpdl.methods.dpdl.bridge.margin_terms`,
+        computed in :meth:`losses` from M_r's density matrix of ψ_p(x̂)).  Eq. (16)'s LightSB objective with the
         bridge's own potential θ_ψp and the prototype means as the (fixed) target samples, as Eq. (16) prints them (a
         sample of N(µ_c, εσ_c) would lie far off the unit sphere: its noise has ‖·‖² ≈ εD ≈ 6 at D = 6272, against
-        ‖µ_c‖² ≤ 1); then the transported normals draw the prototypes (and the features) together.
-        L^a = mean max(0, m + d̄ⁿ − d(ψ_p(x̂ᵃ))), the transport margin (bounded, in place of the printed L^a).
-        Only the SB term's inputs are detached: the margin terms reach θ_ψp through ψ_p, so θ_ψp is trained by the
-        whole of Eq. (23), not by the SB term alone.
+        ‖µ_c‖² ≤ 1); then the transported normals draw the prototypes (and the features) together.  Only the SB
+        term's inputs are detached: the margin terms reach θ_ψp through ψ_p, so θ_ψp is trained by the whole of
+        Eq. (23), not by the SB term alone.
         """
-        cfg, pl, pm, ps = self.cfg, *self.potential.params()
-        sb = psi_n = psi_a = None
-        if len(xn):
-            const = -0.5 * xn.shape[1] * math.log(2.0 * math.pi * cfg.eps)   # log N(·)'s constant, as in d: O(1)
-            sb = cfg.eps * (bridge.sb_loss(xn.detach(), mu.detach(), pl, pm, ps, cfg.eps) + const)
-            psi_n = bridge.plan_mean(xn, pl, pm, ps, cfg.eps)
-        if len(xa):
-            psi_a = bridge.plan_mean(xa, pl, pm, ps, cfg.eps)
-        ln, la_ = bridge.dpl_margin_losses(psi_n, psi_a, la, mu, sigma, cfg.eps, cfg.dpl_margin)
-        return (sb + ln if ln is not None else None), la_
+        cfg, (pl, pm, ps) = self.cfg, potential
+        const = -0.5 * xn.shape[1] * math.log(2.0 * math.pi * cfg.eps)   # log N(·)'s constant, as in d: O(1)
+        return cfg.eps * (bridge.sb_loss(xn.detach(), mu.detach(), pl, pm, ps, cfg.eps) + const)
 
     check_finite = staticmethod(check_finite)

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["log_weights", "diag_gaussian_log_density", "mixture_log_density"]
+__all__ = ["log_weights", "diag_gaussian_log_density", "mixture_log_density", "mixture_from_components"]
 
 
 def log_weights(log_alpha: Tensor) -> Tensor:
@@ -34,5 +34,11 @@ def diag_gaussian_log_density(y: Tensor, mu: Tensor, sigma: Tensor, scale: float
 
 def mixture_log_density(y: Tensor, log_alpha: Tensor, mu: Tensor, sigma: Tensor, scale: float = 1.0) -> Tensor:
     """(B,) float64 log Σ_c α_c N(y_b | µ_c, scale·diag(σ_c)), α = softmax(log_alpha) (C,)."""
-    lp = log_weights(log_alpha.double())[None, :] + diag_gaussian_log_density(y, mu, sigma, scale)
+    return mixture_from_components(diag_gaussian_log_density(y, mu, sigma, scale), log_alpha)
+
+
+def mixture_from_components(component_log_density: Tensor, log_alpha: Tensor) -> Tensor:
+    """(B,) float64 log Σ_c α_c p_c(y_b) from the components' log-densities (B, C) (of
+    :func:`diag_gaussian_log_density`, computed once when a step needs both them and the mixture)."""
+    lp = log_weights(log_alpha.double())[None, :] + component_log_density
     return torch.logsumexp(lp, dim=1)

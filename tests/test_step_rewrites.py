@@ -3,7 +3,7 @@
 The replaced expressions live here only, as the references (never a second copy in the package). Tolerance: the
 loss terms and every parameter's gradient agree to rtol = 1e-9 (atol 1e-9 on terms, 1e-9·max|g| on gradients), at the
 paper's ε = 1e-3 and at ε = 0.3, with σ at both ends of its bound (e^±3) and unbounded σ spread over e^±4; the
-rewrites only regroup float64 sums, so differences are rounding (~1e-13 relative here).
+rewrites only regroup float64 sums, so differences are rounding (measured: at most 3.4e-13 of the largest entry).
 """
 from __future__ import annotations
 

@@ -8,8 +8,10 @@ run does from the training normals.
 
 Printed and written (results/benchmarks/step_cpu.json): each method's median ms per step over ``--repeats``
 blocks of ``--steps`` steps, wall clock and the thread's CPU time (steadier on a loaded machine: other processes
-do not count), its ratio to DevNet's step (issue target: <= 1.5), and the FLOPs of the adapter's
-forward and backward pass, which every trained method pays (``torch.utils.flop_counter``). kNN trains nothing
+do not count), its ratio to DevNet's step (issue target: <= 1.5), the FLOPs of the adapter's
+forward and backward pass, which every trained method pays, and of the whole step's losses (``torch.utils.flop_counter``:
+matrix products and convolutions), with the rate the step achieves on them: a method at DevNet's rate is as
+arithmetic-bound as DevNet; one far below it spends its step on memory-bound elementwise work. kNN trains nothing
 and is left out.
 
 With ``--compile`` each method is also timed with its losses under ``torch.compile`` (inductor, CPU), on a fresh
@@ -56,6 +58,16 @@ def adapter_flops(net, x) -> int:
     return int(counter.get_total_flops())
 
 
+def step_flops(net, x, y) -> int:
+    """FLOPs of one whole step's losses, forward and backward (torch's flop counter: matrix products and
+    convolutions; elementwise work counts 0, so time over these FLOPs shows how far a step is from arithmetic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        net.losses(x, y)["total"].backward()
+    net.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
 def time_method(method: str, prof, x_all, opts: dict, steps: int, repeats: int, compiled: bool = False) -> dict:
     """Median ms per step (wall and thread CPU) of ``method``; with ``compiled`` its losses run under torch.compile."""
     net, _ = build(method, prof, opts)
@@ -94,7 +106,9 @@ def time_method(method: str, prof, x_all, opts: dict, steps: int, repeats: int, 
            "cpu_blocks_ms": cpu_blocks, "batch": int(len(y)), "first_total": first[0]}
     if compiled:
         return {**out, "compile_s": compile_s}
-    return {**out, "flops_adapter": adapter_flops(net, x)}
+    flops = step_flops(net, x, y)
+    return {**out, "flops_adapter": adapter_flops(net, x), "flops_step": flops,
+            "gflops_per_s": flops / 1e6 / out["step_cpu_ms"]}
 
 
 def main():
@@ -142,9 +156,12 @@ def main():
     for m, r in res.items():
         r["ratio_to_devnet"] = r["step_ms"] / base
         r["cpu_ratio_to_devnet"] = r["step_cpu_ms"] / base_cpu
+        # the ratio the step would have at DevNet's rate (GFLOP/s): its arithmetic alone, the floor of a faster form
+        r["flops_ratio_to_devnet"] = r["flops_step"] / res["devnet"]["flops_step"]
         print(f"{m:8s} {r['step_ms']:7.2f} ms/step  x{r['ratio_to_devnet']:.2f} DevNet  |  CPU time "
               f"{r['step_cpu_ms']:7.2f} ms/step  x{r['cpu_ratio_to_devnet']:.2f} DevNet  "
-              f"(adapter fwd+bwd {r['flops_adapter'] / 1e9:.2f} GFLOP)"
+              f"(adapter fwd+bwd {r['flops_adapter'] / 1e9:.2f} GFLOP; whole step {r['flops_step'] / 1e9:.2f} GFLOP, "
+              f"{r['gflops_per_s']:.1f} GFLOP/s; its arithmetic alone x{r['flops_ratio_to_devnet']:.2f} DevNet)"
               + (f"  | compiled CPU {r['compiled_step_cpu_ms']:7.2f} ms/step, speed-up x{r['compiled_speedup_cpu']:.2f}"
                  if "compiled_step_cpu_ms" in r else ""))
     write("step_cpu", {"profile": "cpu", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,

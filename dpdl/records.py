@@ -16,6 +16,7 @@ Schema of ``run.json`` (keys every consumer may rely on)::
       "split": {"fingerprint": str, "train_normal": int, "train_anomaly": int,
                 "test_normal": int, "test_anomaly": int, "test_anomaly_classes": [str]},
       "timings": {"total_s": float, "features_s": float, "train_s": float, "test_s": float, ...},
+      "records_version": int,               # the method's numerics (MethodMixin.records_version; absent: 1)
       "code_version": str,                  # git commit (+ "-dirty")
       "date": str,                          # ISO 8601, UTC
       "host": {"device": str, "torch": str, "cpu_count": int}

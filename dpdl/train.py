@@ -416,6 +416,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     run_id = cfg.run_id or default_run_id(cfg, backbone)
     record = _base_record(cfg, profile, backbone, run_id)
     record["method_options"] = method_options(cfg, profile)
+    from .methods import method_class
+    record["records_version"] = int(method_class(cfg.method).records_version)
     out = Path(cfg.out).expanduser() if cfg.out else None
     split = _split(cfg)
     record["split"] = {"fingerprint": split.fingerprint, **split.counts(),

@@ -39,3 +39,16 @@ def test_current_records_are_read_and_changed_ones_left_out(results):
     assert analysis.load_runs("cpu", results).empty
     every = analysis.load_runs("cpu", results, include_outdated=True).set_index("run_id")["outdated"]
     assert "lr" in every[IDS[0]].split(",") and "method:dpl_loss" in every[IDS[1]].split(",")
+
+
+def test_a_record_of_other_numerics_is_outdated(results):
+    """A method's ``records_version`` (raised when a code change alters its numbers, not its options) marks the
+    records made before it: a DPDL record without the field (version 1) is outdated; a DevNet one is not."""
+    from dpdl.methods import method_class
+    assert method_class("dpdl").records_version >= 2 and method_class("devnet").records_version == 1
+    _edit(results, IDS[0], lambda r: r.pop("records_version", None))
+    _edit(results, IDS[1], lambda r: r.update(records_version=method_class("dpdl").records_version))
+    assert (analysis.load_runs("cpu", results)["outdated"] == "").all()
+    _edit(results, IDS[1], lambda r: r.pop("records_version"))
+    every = analysis.load_runs("cpu", results, include_outdated=True).set_index("run_id")["outdated"]
+    assert every[IDS[0]] == "" and every[IDS[1]] == "method:records_version"

@@ -186,8 +186,10 @@ def test_a_dpdl_record_made_with_another_reading_is_outdated():
     from dpdl.train import RunConfig, method_options
     cfg = RunConfig("synthetic", profile="smoke")
     now = method_options(cfg, get_profile("smoke"))
+    from dpdl.methods import method_class
     rec = {"config": cfg.to_dict(), "profile_settings": get_profile("smoke").to_dict(),
-           "method_options": {**now, "heads": list(now["heads"])}}
+           "method_options": {**now, "heads": list(now["heads"])},
+           "records_version": method_class("dpdl").records_version}
     assert runner.outdated_fields(rec, "smoke") == []
     old = {k: v for k, v in now.items() if k not in PRINTED_READING}   # a record from before the readings existed
     assert set(runner.outdated_fields({**rec, "method_options": None, "dpdl_config": old}, "smoke")) == \

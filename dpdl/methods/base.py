@@ -19,6 +19,10 @@ class MethodMixin:
     unsupervised = False        # True: trained on the training normals only (batches all normal, M plays no part),
     #                             so one trained model serves every cell of a dataset and seed (dpdl.train)
     protocol: dict = {}
+    # Raised when a change of the code (not of an option) changes the method's numbers, e.g. a rewrite of its step
+    # with the same mathematics but other rounding: every record stores it (``records_version``), and a record made
+    # with another value counts as outdated (dpdl.study.outdated), so `dpdl study run --rerun-outdated` replaces it.
+    records_version = 1
 
     def composition(self, profile, n_seen: int, has_pseudo: bool) -> Composition:
         """The batch: the profile's (two thirds normal; pseudo anomalies as ``pseudo_slots`` says); an unsupervised

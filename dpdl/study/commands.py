@@ -207,7 +207,7 @@ def cmd_status(args) -> int:
         print(f"failed: {rid}: {err}")
     if st["outdated"]:
         fields = sorted({f for v in st["outdated"].values() for f in v})
-        print(f"outdated: {len(st['outdated'])} done run(s) were made with other profile settings "
+        print(f"outdated: {len(st['outdated'])} done run(s) were made with other settings "
               f"({', '.join(fields)}); `dpdl study run --rerun-outdated` replaces them")
     if st["foreign"]:
         print(f"foreign: {len(st['foreign'])} run folder(s) under runs/{args.profile} are not runs of the study "

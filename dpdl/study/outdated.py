@@ -11,7 +11,19 @@ def outdated_fields(record: dict, profile: str) -> list[str]:
     from ..config import get_profile, recorded_value
     current = get_profile(profile).to_dict()
     recorded = record.get("profile_settings") or {}
-    return sorted(k for k, v in current.items() if recorded_value(recorded, k) != v) + method_changes(record, profile)
+    return (sorted(k for k, v in current.items() if recorded_value(recorded, k) != v) + method_changes(record, profile)
+            + version_change(record))
+
+
+def version_change(record: dict) -> list[str]:
+    """``["method:records_version"]`` when the record was made by another version of its method's numerics than the
+    code's now (``MethodMixin.records_version``; a record without the field was made by version 1)."""
+    from ..methods import METHODS, method_class
+    method = (record.get("config") or {}).get("method") or record.get("method")
+    if method not in METHODS:
+        return []
+    now = int(method_class(method).records_version)
+    return [] if int(record.get("records_version", 1)) == now else ["method:records_version"]
 
 
 def method_changes(record: dict, profile: str) -> list[str]:

@@ -16,6 +16,10 @@ __all__ = ["DPDL", "DPDLConfig", "DPDLModel"]
 class DPDL(MethodMixin, DPDLModel):
     """DPDL (dpdl.methods.dpdl.model.DPDLModel) under the interface: anomaly = seen or pseudo (y > 0), Eq. (23)."""
 
+    # 2: issue 21's step, which computes each shared quantity once (one (B, C) prototype density matrix per step);
+    # the same mathematics (tests/test_step_rewrites.py), other rounding, so the records were rerun
+    records_version = 2
+
     def init(self, normal: Tensor, generator: torch.Generator | None = None) -> None:
         self.init_prototypes(normal, generator=generator)                      # Eq. (15)
 

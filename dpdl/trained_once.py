@@ -6,8 +6,8 @@ from all-normal batches whose randomness does not depend on M (dpdl.modes). The 
 very same model; only the test set differs. The first run trains it and keeps its state in
 ``$DPDL_CACHE/trained/<key>.pt``; the others load it and score their own test set. The key holds everything the
 training reads: the profile's settings, the method and its options, the seed, the backbone and weights, the bytes
-of the training normals' feature maps and a digest of the package's source, so a change to any of them trains
-anew. A run that reused a trained state says so in its record (``trained_once``); its numbers are those of a lone
+of the training normals' feature maps and a digest of the source that trains (:func:`source_digest`: the package
+without the book, the study's orchestration and the other methods), so a change to any of them trains anew. A run that reused a trained state says so in its record (``trained_once``); its numbers are those of a lone
 run (tests/test_trained_once.py). Two processes of a sweep that reach the same key at once do not both train: the
 second waits in :func:`claim` until the first has stored the state, then loads it.
 """
@@ -34,11 +34,38 @@ PACKAGE = Path(__file__).resolve().parent
 RNG_OFFSET = 7919   # the global generator is reseeded with seed + this after training or loading, in both cases
 
 
-@lru_cache(maxsize=1)
-def source_digest() -> str:
-    """sha256 of every ``*.py`` file of the package (sorted by path): the code that trains."""
-    h = hashlib.sha256()
+# Not read by a training: the book, the study's orchestration (a run's settings reach the key through its profile
+# and options), the command line and the paper's numbers. The other methods' homes are left out per method.
+NOT_TRAINING = ("book", "study", "cli.py", "commands.py", "paper.py", "__main__.py")
+
+
+def _training_files(method: str | None) -> list[Path]:
+    """The package's ``*.py`` files that a training of ``method`` reads (every file but :data:`NOT_TRAINING` and the
+    homes of the other methods under ``methods/``; ``None``: every method's home)."""
+    own = None
+    if method is not None:
+        from .methods import _REGISTRY
+        parts = _REGISTRY[method][0].split(".")[2:]         # "dpdl.methods.hgad" -> ["hgad"]
+        own = parts[0] if parts else None
+    files = []
     for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).parts
+        if rel[0] in NOT_TRAINING:
+            continue
+        if own is not None and rel[0] == "methods" and len(rel) > 1:
+            name = rel[1][:-3] if rel[1].endswith(".py") else rel[1]
+            if name not in ("__init__", "base", "shared", own):
+                continue
+        files.append(path)
+    return files
+
+
+@lru_cache(maxsize=None)
+def source_digest(method: str | None = None) -> str:
+    """sha256 of the source that trains ``method`` (:func:`_training_files`, sorted by path): a change to it, and only
+    to it, trains anew; a change to the book or to another method keeps the stored state."""
+    h = hashlib.sha256()
+    for path in _training_files(method):
         h.update(str(path.relative_to(PACKAGE)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()
@@ -57,7 +84,7 @@ def key(cfg, profile, backbone: str, options: dict, normal_maps: torch.Tensor) -
     blob = json.dumps({"profile": profile.to_dict(), "method": cfg.method, "options": options,
                        "seed": int(cfg.seed), "backbone": backbone, "weights": cfg.weights,
                        "maps": hashlib.sha256(maps.numpy().tobytes()).hexdigest(), "shape": list(maps.shape),
-                       "dtype": str(maps.dtype), "source": source_digest()}, sort_keys=True, default=str)
+                       "dtype": str(maps.dtype), "source": source_digest(cfg.method)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

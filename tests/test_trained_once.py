@@ -122,3 +122,33 @@ def test_a_concurrent_claim_of_the_same_key_waits_until_the_first_is_done(tmp_pa
             order.append("first")
     waiter.join(10)
     assert order == ["first", "second"] and not waiter.is_alive()
+
+
+def test_the_source_digest_follows_the_code_that_trains_and_only_it(tmp_path, monkeypatch):
+    """A change to the method's home, the training loop or the shared maths trains anew; a change to the book, the
+    study's orchestration or another method keeps the stored state (on a copy of the package)."""
+    import shutil
+    pkg = tmp_path / "dpdl"
+    shutil.copytree(trained_once.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(trained_once, "PACKAGE", pkg)
+
+    def digest():
+        trained_once.source_digest.cache_clear()
+        return trained_once.source_digest("hgad")
+
+    def touch(rel):
+        with open(pkg / rel, "a") as f:
+            f.write("\n# changed\n")
+
+    try:
+        before = digest()
+        for rel in ("book/about.py", "study/plan.py", "methods/dpdl/model.py", "cli.py"):
+            touch(rel)
+            assert digest() == before, rel
+        for rel in ("methods/hgad/model.py", "methods/shared/mixture.py", "train.py"):
+            touch(rel)
+            now = digest()
+            assert now != before, rel
+            before = now
+    finally:
+        trained_once.source_digest.cache_clear()

@@ -87,8 +87,15 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
                  "step with the method's losses under `torch.compile` (CPU inductor) and give the relative difference "
                  "of the first step's loss from eager (methods that draw random numbers in their losses, ArcAD's "
                  "synthesis and VPDM's noise, draw other numbers when compiled): a measurement of whether compiling "
-                 "would pay, not what the study runs (it runs eager)."))
+                 "would pay, not what the study runs (it runs eager).\n\n"
+                 "The FLOP columns count the whole step's matrix products and convolutions (torch's flop counter; "
+                 "elementwise work counts nothing). *arithmetic × DevNet* is the ratio a step would have if it ran at "
+                 "DevNet's GFLOP/s: no rewrite with the same mathematics goes below it. A method whose GFLOP/s is near "
+                 "DevNet's is arithmetic-bound (its cost is its model); one far below spends its step on memory-bound "
+                 "elementwise work, which a rewrite can remove."))
     if len(steps):
+        if "arithmetic × DevNet" in steps:
+            _step_figure(steps, steps.attrs.get("target") or 1.5)
         _display(styled(steps, precision=2), _md(f"Measured by `{steps.attrs.get('command')}` (code "
                                                  f"{steps.attrs.get('code_version')}, {steps.attrs.get('date')}, "
                                                  f"load average {steps.attrs.get('load')})."))
@@ -112,6 +119,24 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
         _display(_md(f"`{name}`, measured by `{cmd or 'see benchmarks/'}`"
                      + (f" (code {data.get('code_version')}, {data.get('date')})" if isinstance(data, dict) else "")),
                  collapsed(f"{name}: the raw JSON", json.dumps(data, indent=1)[:20000]))
+
+
+def _step_figure(steps, target: float) -> None:
+    """Each method's measured step beside its arithmetic floor, both as ratios to DevNet's step, and the target."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    y = np.arange(len(steps))
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(steps) + 1.4))
+    ax.barh(y - 0.2, steps["CPU × DevNet"], height=0.4, label="measured step (thread CPU time)")
+    ax.barh(y + 0.2, steps["arithmetic × DevNet"], height=0.4, label="its arithmetic at DevNet's GFLOP/s (floor)")
+    ax.axvline(target, color="k", linestyle="--", linewidth=1, label=f"issue 21's target ({target:g}×)")
+    ax.set_yticks(y, steps["method"])
+    ax.invert_yaxis()
+    ax.set_xlabel("× DevNet's step (cpu profile, one thread)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("One training step: measured, and the floor its arithmetic sets")
+    fig.tight_layout()
+    plt.show()
 
 
 def gpu_tables(results) -> dict:

@@ -207,7 +207,8 @@ def results_archive(results, profile: str, dst_dir) -> Path:
 def step_table(results=None) -> pd.DataFrame:
     """One training step of every trained method on the same cpu-profile batch (``benchmarks/bench_step_cpu.py``,
     ``results/benchmarks/step_cpu.json``): wall and thread-CPU ms per step, each as a ratio to DevNet's, and the
-    adapter's GFLOP; with ``--compile``, the compiled step, its speed-up over eager and the first loss's relative
+    adapter's GFLOP, the whole step's GFLOP (matrix products and convolutions), the rate it achieves and its
+    arithmetic as a ratio to DevNet's (the floor of any faster form at DevNet's rate); with ``--compile``, the compiled step, its speed-up over eager and the first loss's relative
     difference. Empty without the file."""
     from ..study.analysis import METHOD_LABELS
     path = default_results_dir(results) / "benchmarks" / "step_cpu.json"
@@ -221,6 +222,9 @@ def step_table(results=None) -> pd.DataFrame:
                      "× DevNet": r.get("ratio_to_devnet"), "CPU step (ms)": r.get("step_cpu_ms"),
                      "CPU × DevNet": r.get("cpu_ratio_to_devnet"),
                      "adapter fwd+bwd (GFLOP)": (r.get("flops_adapter") or 0) / 1e9})
+        if r.get("flops_step") is not None:   # the whole step's matrix products and convolutions, and its rate
+            rows[-1].update({"step GFLOP": r["flops_step"] / 1e9, "GFLOP/s": r.get("gflops_per_s"),
+                             "arithmetic × DevNet": r.get("flops_ratio_to_devnet")})
         if data.get("compiled"):      # --compile: the same step with the losses under torch.compile
             rows[-1].update({"compiled CPU step (ms)": r.get("compiled_step_cpu_ms"),
                              "compiled speed-up": r.get("compiled_speedup_cpu"),

@@ -38,6 +38,18 @@ def test_only_seeds_and_datasets_filters():
         P.expand("nope")
 
 
+def test_methods_filter_keeps_every_variant_of_a_method_and_only_it():
+    every = P.expand("smoke").runs
+    dpdl = P.expand("smoke", methods=["dpdl"]).runs
+    assert dpdl and all(dict(r.overrides).get("method", "dpdl") == "dpdl" for r in dpdl)
+    assert {r.run_id for r in dpdl} == {r.run_id for r in every if dict(r.overrides).get("method", "dpdl") == "dpdl"}
+    assert any(r.variant != "full" for r in dpdl)                       # the ablations come with it
+    two = P.expand("smoke", methods=["devnet", "knn"]).runs
+    assert sorted({r.config("smoke")["method"] for r in two}) == ["devnet", "knn"]
+    with pytest.raises(ValueError, match="--methods nope"):
+        P.expand("smoke", methods=["nope"])
+
+
 def test_cpu_and_paper_profiles_expand():
     from dpdl.data import get_dataset
     cpu = P.expand("cpu")

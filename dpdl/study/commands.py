@@ -4,6 +4,7 @@ Examples::
 
     dpdl study run --profile cpu                         # the default study: what is missing, resumable
     dpdl study run --profile cpu --only table1,fig3 --seeds 3
+    dpdl study run --profile cpu --methods dpdl --seeds 1 --rerun-outdated   # after a change to DPDL: its runs only
     dpdl study run --profile paper --data-root /data --executor dask --workers 8
     dpdl study run --profile paper --executor dask --scheduler tcp://head:8786
     dpdl study status --profile cpu                      # done / failed / pending per group, failed runs' errors
@@ -43,6 +44,8 @@ def register(subparsers) -> None:
                        help="only these groups: table1 table2 table3 table5 table6 fig2 fig3 (or a,b)")
         q.add_argument("--seeds", type=int_at_least(1), default=None,
                        help="at most this many seeds (0..N-1) per block")
+        q.add_argument("--methods", nargs="+", default=None,
+                       help="only the runs of these methods (dpdl: every DPDL variant; names or a,b)")
         q.add_argument("--study", default=None, help="a study YAML other than the packaged dpdl/study/study.yaml")
 
     r = sub.add_parser("run", help="execute the runs that are missing (never recomputes a finished run)")
@@ -121,7 +124,8 @@ def _plan(args, check_available=True):
     if args.profile in study["profiles"]:
         _check_datasets(_split_list(args.datasets), study, args.profile)
     plan = expand(args.profile, datasets=_split_list(args.datasets), only=_split_list(args.only),
-                  seeds=args.seeds, data_root=root, study=study, check_available=check_available)
+                  seeds=args.seeds, data_root=root, study=study, check_available=check_available,
+                  methods=_split_list(args.methods))
     return plan, root
 
 

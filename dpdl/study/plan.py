@@ -283,11 +283,12 @@ def _known_classes(dataset: str, rule, data_root) -> list[str]:
 
 def expand(profile: str, *, datasets: Iterable[str] | None = None, only: Iterable[str] | None = None,
            seeds: int | None = None, data_root=None, study: dict | None = None,
-           check_available: bool = True) -> Plan:
+           check_available: bool = True, methods: Iterable[str] | None = None) -> Plan:
     """Expand ``profile`` of the study into runs.
 
     ``datasets`` / ``only`` keep those datasets / groups; ``seeds`` caps every block at that many seeds
-    (0..n-1). Datasets that are not available here are skipped (``Plan.skipped`` says why).
+    (0..n-1); ``methods`` keeps the runs of those methods (``dpdl``: every DPDL variant, ablations included).
+    Datasets that are not available here are skipped (``Plan.skipped`` says why).
     """
     study = study or load_study()
     if profile not in study["profiles"]:
@@ -299,6 +300,11 @@ def expand(profile: str, *, datasets: Iterable[str] | None = None, only: Iterabl
         if bad:
             raise ValueError(f"unknown group {', '.join(bad)}: expected some of {', '.join(GROUPS)}")
     keep_ds = set(datasets) if datasets else None
+    keep_methods = {m.strip() for m in methods} if methods else None
+    if keep_methods:
+        bad = sorted(keep_methods - set(METHODS))
+        if bad:
+            raise ValueError(f"--methods {', '.join(bad)}: expected some of {', '.join(METHODS)}")
     plan = Plan(profile=profile)
     availability: dict[str, tuple[bool, str]] = {}
     runs: dict[str, RunSpec] = {}
@@ -346,6 +352,8 @@ def expand(profile: str, *, datasets: Iterable[str] | None = None, only: Iterabl
                                     spec = RunSpec(dataset=ds, setting=setting, known_class=kc, anomalies=int(m),
                                                    seed=int(s), variant=tag,
                                                    overrides=tuple(sorted(over.items())))
+                                    if keep_methods and over.get("method", "dpdl") not in keep_methods:
+                                        continue
                                     rid = spec.run_id
                                     runs.setdefault(rid, spec)
                                     gl = run_groups.setdefault(rid, [])

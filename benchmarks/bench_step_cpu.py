@@ -10,8 +10,10 @@ Printed and written (results/benchmarks/step_cpu.json): each method's median ms 
 blocks of ``--steps`` steps, wall clock and the thread's CPU time (steadier on a loaded machine: other processes
 do not count), its ratio to DevNet's step (issue target: <= 1.5), the FLOPs of the adapter's
 forward and backward pass, which every trained method pays, and of the whole step's losses (``torch.utils.flop_counter``:
-matrix products and convolutions), with the rate the step achieves on them: a method at DevNet's rate is as
-arithmetic-bound as DevNet; one far below it spends its step on memory-bound elementwise work. kNN trains nothing
+matrix products and convolutions), the rate the step achieves on them, and two ratios to DevNet's step: its FLOPs
+over DevNet's (the ratio at DevNet's efficiency) and its FLOPs at this core's float32 matrix-product peak
+(``peak_gflops``; a bound for the counted FLOPs, which a rewrite that changes the FLOPs moves). A rate far below
+DevNet's means elementwise work, small or float64 matrix products: time a rewrite may win back. kNN trains nothing
 and is left out.
 
 With ``--compile`` each method is also timed with its losses under ``torch.compile`` (inductor, CPU), on a fresh
@@ -66,6 +68,20 @@ def step_flops(net, x, y) -> int:
         net.losses(x, y)["total"].backward()
     net.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
+
+
+def peak_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """This core's float32 matrix-product rate (GFLOP/s, thread CPU time, best of ``repeats`` blocks of three
+    n x n products): the rate a step's counted FLOPs could at best run at."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        c0 = time.thread_time()
+        for _ in range(3):
+            a @ b
+        best = min(best, (time.thread_time() - c0) / 3)
+    return 2 * n ** 3 / best / 1e9
 
 
 def time_method(method: str, prof, x_all, opts: dict, steps: int, repeats: int, compiled: bool = False) -> dict:
@@ -153,20 +169,26 @@ def main():
                  compiled_first_total_rel_diff=abs(comp["first_total"] - e["first_total"]) / max(abs(e["first_total"]),
                                                                                              1e-12))
     base, base_cpu = res["devnet"]["step_ms"], res["devnet"]["step_cpu_ms"]
+    peak = peak_gflops()
     for m, r in res.items():
         r["ratio_to_devnet"] = r["step_ms"] / base
         r["cpu_ratio_to_devnet"] = r["step_cpu_ms"] / base_cpu
-        # the ratio the step would have at DevNet's rate (GFLOP/s): its arithmetic alone, the floor of a faster form
+        # its FLOPs over DevNet's: the ratio the step would have at DevNet's efficiency (DevNet's GFLOP/s)
         r["flops_ratio_to_devnet"] = r["flops_step"] / res["devnet"]["flops_step"]
+        # the ratio its counted FLOPs would give at this core's float32 matrix-product peak (a bound for these FLOPs;
+        # a rewrite that changes the FLOPs moves it)
+        r["peak_ratio_to_devnet"] = r["flops_step"] / (peak * 1e6) / base_cpu
         print(f"{m:8s} {r['step_ms']:7.2f} ms/step  x{r['ratio_to_devnet']:.2f} DevNet  |  CPU time "
               f"{r['step_cpu_ms']:7.2f} ms/step  x{r['cpu_ratio_to_devnet']:.2f} DevNet  "
               f"(adapter fwd+bwd {r['flops_adapter'] / 1e9:.2f} GFLOP; whole step {r['flops_step'] / 1e9:.2f} GFLOP, "
-              f"{r['gflops_per_s']:.1f} GFLOP/s; its arithmetic alone x{r['flops_ratio_to_devnet']:.2f} DevNet)"
+              f"{r['gflops_per_s']:.1f} GFLOP/s; FLOPs x{r['flops_ratio_to_devnet']:.2f} DevNet's, "
+              f"x{r['peak_ratio_to_devnet']:.2f} DevNet's step at the {peak:.0f} GFLOP/s peak)"
               + (f"  | compiled CPU {r['compiled_step_cpu_ms']:7.2f} ms/step, speed-up x{r['compiled_speedup_cpu']:.2f}"
                  if "compiled_step_cpu_ms" in r else ""))
     write("step_cpu", {"profile": "cpu", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,
                        "compiled": a.compile,
                        "feature_map": [int(c), int(h), int(w)], "options": opts, "results": res,
+                       "peak_gflops_per_s": peak,
                        "target_ratio": 1.5,
                        "note": "median ms per training step (adapter -> losses -> backward -> AdamW) over the "
                                "blocks, wall clock (step_ms) and the thread's CPU time (step_cpu_ms: on a shared, "

@@ -35,26 +35,44 @@ RNG_OFFSET = 7919   # the global generator is reseeded with seed + this after tr
 
 
 # Not read by a training: the book, the study's orchestration (a run's settings reach the key through its profile
-# and options), the command line and the paper's numbers. The other methods' homes are left out per method.
+# and options), the command line and the paper's numbers. The homes under methods/ that a method does not import
+# are left out per method (:func:`_homes`).
 NOT_TRAINING = ("book", "study", "cli.py", "commands.py", "paper.py", "__main__.py")
+
+
+def _homes(method: str) -> set[str]:
+    """The names of the homes under ``methods/`` that a training of ``method`` reads: its own (from the registry)
+    and, transitively, every other home its files import (``dpdl.methods.<home>``; HGAD's VQ initialisation is
+    DPDL's ``vq_codebook``)."""
+    import re
+    from .methods import _REGISTRY
+    pattern = re.compile(r"\bdpdl\.methods\.(\w+)")
+    parts = _REGISTRY[method][0].split(".")
+    todo, homes = (parts[2:3] if parts[:2] == ["dpdl", "methods"] else []), set()   # a method from outside: none
+    while todo:
+        home = todo.pop()
+        if home in homes or home in ("base", "shared"):
+            continue
+        homes.add(home)
+        base = PACKAGE / "methods"
+        files = sorted((base / home).rglob("*.py")) if (base / home).is_dir() else [base / f"{home}.py"]
+        for path in files:
+            if path.is_file():
+                todo.extend(pattern.findall(path.read_text(encoding="utf-8")))
+    return homes
 
 
 def _training_files(method: str | None) -> list[Path]:
     """The package's ``*.py`` files that a training of ``method`` reads (every file but :data:`NOT_TRAINING` and the
-    homes of the other methods under ``methods/``; ``None``: every method's home)."""
-    own = None
-    if method is not None:
-        from .methods import _REGISTRY
-        parts = _REGISTRY[method][0].split(".")[2:]         # "dpdl.methods.hgad" -> ["hgad"]
-        own = parts[0] if parts else None
+    homes under ``methods/`` that :func:`_homes` does not name; ``None``: every method's home)."""
+    keep = None if method is None else _homes(method) | {"__init__", "base", "shared"}
     files = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE).parts
         if rel[0] in NOT_TRAINING:
             continue
-        if own is not None and rel[0] == "methods" and len(rel) > 1:
-            name = rel[1][:-3] if rel[1].endswith(".py") else rel[1]
-            if name not in ("__init__", "base", "shared", own):
+        if keep is not None and rel[0] == "methods" and len(rel) > 1:
+            if (rel[1][:-3] if rel[1].endswith(".py") else rel[1]) not in keep:
                 continue
         files.append(path)
     return files

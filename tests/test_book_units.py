@@ -324,6 +324,20 @@ def test_step_table_reads_the_step_benchmark(tmp_path):
     df = step_table(tmp_path).set_index("method")
     assert df.loc["HGAD", "× DevNet"] == 3.0 and df.loc["DevNet", "adapter fwd+bwd (GFLOP)"] == 0.5
     assert df.attrs["command"] == "python bench_step_cpu.py"
+    assert "step GFLOP" not in df                      # a file from before the FLOP columns: none shown
+
+
+def test_step_table_shows_the_flop_columns_when_measured(tmp_path):
+    from dpdl.book.records import step_table
+    (tmp_path / "benchmarks").mkdir()
+    row = {"batch": 48, "step_ms": 10.0, "ratio_to_devnet": 1.0, "step_cpu_ms": 10.0, "cpu_ratio_to_devnet": 1.0,
+           "flops_adapter": 5e8, "flops_step": 5e8, "gflops_per_s": 50.0, "flops_ratio_to_devnet": 1.0,
+           "peak_ratio_to_devnet": 0.5}
+    (tmp_path / "benchmarks" / "step_cpu.json").write_text(json.dumps({"peak_gflops_per_s": 100.0, "results": {
+        "devnet": row, "dra": {**row, "flops_step": 2.5e9, "flops_ratio_to_devnet": 5.0, "peak_ratio_to_devnet": 2.5}}}))
+    df = step_table(tmp_path).set_index("method")
+    assert df.loc["DRA", "step GFLOP"] == 2.5 and df.loc["DRA", "FLOPs × DevNet's"] == 5.0
+    assert df.loc["DRA", "at peak × DevNet"] == 2.5 and df.attrs["peak"] == 100.0
 
 
 def test_step_table_shows_the_compiled_columns_only_when_measured(tmp_path):

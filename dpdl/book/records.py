@@ -207,8 +207,8 @@ def results_archive(results, profile: str, dst_dir) -> Path:
 def step_table(results=None) -> pd.DataFrame:
     """One training step of every trained method on the same cpu-profile batch (``benchmarks/bench_step_cpu.py``,
     ``results/benchmarks/step_cpu.json``): wall and thread-CPU ms per step, each as a ratio to DevNet's, and the
-    adapter's GFLOP, the whole step's GFLOP (matrix products and convolutions), the rate it achieves and its
-    arithmetic as a ratio to DevNet's (the floor of any faster form at DevNet's rate); with ``--compile``, the compiled step, its speed-up over eager and the first loss's relative
+    adapter's GFLOP, the whole step's GFLOP (matrix products and convolutions), the rate it achieves, its FLOPs over
+    DevNet's and its FLOPs at the core's float32 peak as a ratio to DevNet's step; with ``--compile``, the compiled step, its speed-up over eager and the first loss's relative
     difference. Empty without the file."""
     from ..study.analysis import METHOD_LABELS
     path = default_results_dir(results) / "benchmarks" / "step_cpu.json"
@@ -224,7 +224,8 @@ def step_table(results=None) -> pd.DataFrame:
                      "adapter fwd+bwd (GFLOP)": (r.get("flops_adapter") or 0) / 1e9})
         if r.get("flops_step") is not None:   # the whole step's matrix products and convolutions, and its rate
             rows[-1].update({"step GFLOP": r["flops_step"] / 1e9, "GFLOP/s": r.get("gflops_per_s"),
-                             "arithmetic × DevNet": r.get("flops_ratio_to_devnet")})
+                             "FLOPs × DevNet's": r.get("flops_ratio_to_devnet"),
+                             "at peak × DevNet": r.get("peak_ratio_to_devnet")})
         if data.get("compiled"):      # --compile: the same step with the losses under torch.compile
             rows[-1].update({"compiled CPU step (ms)": r.get("compiled_step_cpu_ms"),
                              "compiled speed-up": r.get("compiled_speedup_cpu"),
@@ -235,5 +236,6 @@ def step_table(results=None) -> pd.DataFrame:
     if "compile error" in df and not df["compile error"].any():
         df = df.drop(columns="compile error")
     df.attrs.update(command=data.get("command"), code_version=data.get("code_version"), date=data.get("date"),
-                    target=data.get("target_ratio"), load=data.get("loadavg_1_5_15"))
+                    target=data.get("target_ratio"), load=data.get("loadavg_1_5_15"),
+                    peak=data.get("peak_gflops_per_s"))
     return df

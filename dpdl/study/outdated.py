@@ -19,7 +19,10 @@ def version_change(record: dict) -> list[str]:
     """``["method:records_version"]`` when the record was made by another version of its method's numerics than the
     code's now (``MethodMixin.records_version``; a record without the field was made by version 1)."""
     from ..methods import METHODS, method_class
-    method = (record.get("config") or {}).get("method") or record.get("method")
+    cfg = record.get("config") or {}
+    if not cfg:
+        return []                   # nothing to compare with (as method_changes)
+    method = cfg.get("method") or record.get("method") or "dpdl"     # a record without one is DPDL's
     if method not in METHODS:
         return []
     now = int(method_class(method).records_version)

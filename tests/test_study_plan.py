@@ -48,6 +48,8 @@ def test_methods_filter_keeps_every_variant_of_a_method_and_only_it():
     assert sorted({r.config("smoke")["method"] for r in two}) == ["devnet", "knn"]
     with pytest.raises(ValueError, match="--methods nope"):
         P.expand("smoke", methods=["nope"])
+    with pytest.raises(ValueError, match="no run of the smoke study"):
+        P.expand("smoke", methods=["hgad_bg"])                          # a method the study does not run
 
 
 def test_cpu_and_paper_profiles_expand():

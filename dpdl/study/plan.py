@@ -306,6 +306,7 @@ def expand(profile: str, *, datasets: Iterable[str] | None = None, only: Iterabl
         if bad:
             raise ValueError(f"--methods {', '.join(bad)}: expected some of {', '.join(METHODS)}")
     plan = Plan(profile=profile)
+    seen_methods: set[str] = set()
     availability: dict[str, tuple[bool, str]] = {}
     runs: dict[str, RunSpec] = {}
     run_groups: dict[str, list[str]] = {}
@@ -352,6 +353,7 @@ def expand(profile: str, *, datasets: Iterable[str] | None = None, only: Iterabl
                                     spec = RunSpec(dataset=ds, setting=setting, known_class=kc, anomalies=int(m),
                                                    seed=int(s), variant=tag,
                                                    overrides=tuple(sorted(over.items())))
+                                    seen_methods.add(over.get("method", "dpdl"))
                                     if keep_methods and over.get("method", "dpdl") not in keep_methods:
                                         continue
                                     rid = spec.run_id
@@ -359,6 +361,9 @@ def expand(profile: str, *, datasets: Iterable[str] | None = None, only: Iterabl
                                     gl = run_groups.setdefault(rid, [])
                                     if group not in gl:
                                         gl.append(group)
+    if keep_methods and seen_methods and not keep_methods & seen_methods:
+        raise ValueError(f"--methods {', '.join(sorted(keep_methods))}: no run of the {profile} study (as filtered) "
+                         f"uses it; its runs use {', '.join(sorted(seen_methods))}")
     plan.runs = [RunSpec(**{**asdict(spec), "groups": tuple(run_groups[rid])}) for rid, spec in runs.items()]
     return plan
 

@@ -114,7 +114,8 @@ def load_item(item: Item, size: int, loader: Callable | None = None) -> torch.Te
 
 
 class _Memo:
-    """The entries of the last feature-cache folder read in this process: {path: (meta, file stamp, {tap: tensor})}.
+    """The entries of the last feature-cache folder read in this process: {path: (meta, file stamp, {tap: tensor})},
+    and their combined maps (``maps``, :meth:`FeatureCache.get`).
     A hit needs the same ``meta`` and the same file on disk (inode, size, mtime: an entry rewritten or corrupted by
     another process is read again). Tensors are only ever copied out of it (``get_taps`` fills its own output), so a
     hit gives the bytes the file holds."""
@@ -122,6 +123,7 @@ class _Memo:
     def __init__(self):
         self.dir: Path | None = None
         self.entries: dict[Path, tuple[dict, tuple, dict]] = {}
+        self.maps: dict[tuple, tuple[dict, tuple, torch.Tensor]] = {}   # (path, layers, map_size) -> combined map
 
     @staticmethod
     def stamp(path: Path) -> tuple | None:
@@ -139,12 +141,27 @@ class _Memo:
 
     def put(self, folder: Path, path: Path, meta: dict, taps: dict) -> None:
         if self.enabled:
-            if folder != self.dir:                  # one dataset's entries at a time: bounded memory
-                self.dir, self.entries = folder, {}
+            self._folder(folder)
             self.entries[path] = (meta, self.stamp(path), taps)
 
+    def get_map(self, path: Path, meta: dict, how: tuple):
+        """The combined map (C, H, W) of an entry (``how``: its layers and map size), or None; the same checks."""
+        hit = self.maps.get((path, how))
+        if hit is None or hit[0] != meta or hit[1] != self.stamp(path):
+            return None
+        return hit[2]
+
+    def put_map(self, folder: Path, path: Path, meta: dict, how: tuple, combined: torch.Tensor) -> None:
+        if self.enabled:
+            self._folder(folder)
+            self.maps[(path, how)] = (meta, self.stamp(path), combined)
+
+    def _folder(self, folder: Path) -> None:
+        if folder != self.dir:                      # one dataset's entries at a time: bounded memory
+            self.dir, self.entries, self.maps = folder, {}, {}
+
     def clear(self) -> None:
-        self.dir, self.entries = None, {}
+        self.dir, self.entries, self.maps = None, {}, {}
 
     enabled = os.environ.get("DPDL_FEATURE_MEMO", "1") != "0"
 
@@ -267,9 +284,25 @@ class FeatureCache:
 
     def get(self, items: Sequence[Item], batch_size: int = 32, progress: bool = False,
             loader: Callable | None = None, desc: str = "features", chunk: int = 256) -> torch.Tensor:
-        """The extractor's map (its taps combined) of ``items``: (N, C, H, W) float16."""
-        taps = self.get_taps(items, batch_size, progress, loader, desc)
-        return combine_all(taps, self.extractor.layers, chunk, self.extractor.map_size)
+        """The extractor's map (its taps combined) of ``items``: (N, C, H, W) float16.
+
+        Within a process the combined maps are memoised too (:data:`MEMO`), so the later runs of a batch neither
+        copy nor resize the taps again. Combining is per image (each tap resized on its own, then concatenated), so a
+        map is the same bits whichever items it was combined with (tests/test_study_batch.py)."""
+        how = (tuple(self.extractor.layers), int(self.extractor.map_size))
+        maps = [MEMO.get_map(self.path(it), self.meta(it), how) for it in items]
+        todo = [i for i, m in enumerate(maps) if m is None]
+        self.stats.hits += len(items) - len(todo)
+        if todo or not items:
+            sub = [items[i] for i in todo]
+            combined = combine_all(self.get_taps(sub, batch_size, progress, loader, desc), self.extractor.layers,
+                                   chunk, self.extractor.map_size)
+            if not items:
+                return combined
+            for j, i in enumerate(todo):
+                maps[i] = combined[j]
+                MEMO.put_map(self.dir, self.path(items[i]), self.meta(items[i]), how, combined[j])
+        return torch.stack(maps)
 
 
 def per_image_taps(extractor: FeatureExtractor, imgs: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -108,6 +108,37 @@ def test_feature_memo_gives_the_cached_bytes(tmp_path, synthetic_root):
     assert len(MEMO.entries) == 1
 
 
+def test_memoised_combined_maps_are_the_bits_of_a_fresh_combine(tmp_path, synthetic_root):
+    """FeatureCache.get memoises each item's combined map: a later call on an overlapping, reordered subset gives the
+    bits a process without the memo gives, and a map changed on disk is combined again."""
+    from dpdl.backbones import build_backbone
+    from dpdl.config import get_profile
+    from dpdl.data import make_split
+    from dpdl.features import MEMO, FeatureCache, Item
+
+    prof = get_profile("smoke")
+    split = make_split("synthetic", setting="general", anomalies=1, seed=0)
+    ext = build_backbone(prof.backbone, prof.feature_layers, image_size=prof.image_size,
+                         map_size=prof.map_size).freeze()
+    items = [Item(s) for s in split.train_normal[:6]] + [Item(split.train_normal[0], 0)]
+    MEMO.clear()
+    FeatureCache(ext, prof.image_size, "synthetic", root=tmp_path).get_taps(items)   # on disk, taps memoised
+    FeatureCache(ext, prof.image_size, "synthetic", root=tmp_path).get(items[:4])     # combined maps of items 0-3
+    assert len(MEMO.maps) == 4
+    order = [5, 2, 6, 0, 3, 1, 4]
+    memo = FeatureCache(ext, prof.image_size, "synthetic", root=tmp_path)
+    got = memo.get([items[i] for i in order])
+    assert memo.stats.hits == len(order) and len(MEMO.maps) == len(items)
+    MEMO.clear()
+    MEMO.enabled = False
+    try:
+        fresh = FeatureCache(ext, prof.image_size, "synthetic", root=tmp_path).get([items[i] for i in order])
+    finally:
+        MEMO.enabled = True
+    assert got.dtype == fresh.dtype == torch.float16 and torch.equal(got, fresh)
+    assert FeatureCache(ext, prof.image_size, "synthetic", root=tmp_path).get([]).shape[1:] == fresh.shape[1:]
+
+
 def test_culprit_is_the_run_that_raised(tmp_path):
     """Runs write their records in order and the first exception stops the cell (dpdl.train.run writes a failed
     record for an error mid-run, then re-raises; a bad parameter raises before anything is written)."""

@@ -10,6 +10,11 @@ of the training normals' feature maps and a digest of the source that trains (:f
 without the book, the study's orchestration and the other methods), so a change to any of them trains anew. A run that reused a trained state says so in its record (``trained_once``); its numbers are those of a lone
 run (tests/test_trained_once.py). Two processes of a sweep that reach the same key at once do not both train: the
 second waits in :func:`claim` until the first has stored the state, then loads it.
+
+Scored once: a method that is not trained and whose test score of an image is the same bits whichever images it is
+scored with (``per_image_scores``: kNN, whose memory depends only on the dataset's normals and the seed) keeps each
+test image's score under the same kind of key in ``$DPDL_CACHE/trained/<key>.scores.pt``; a run scores only the
+images that no earlier cell scored (:func:`evaluate_shared`). Its record is that of a lone run (tests).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import pickle
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 try:
@@ -146,3 +152,30 @@ def store(k: str, net, train: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"state": {n: t.detach().cpu() for n, t in net.state_dict().items()}, "train": train}, tmp)
     os.replace(tmp, path)
+
+
+def evaluate_shared(net, profile, cfg, backbone: str, options: dict, setup, keys: list[str], score_fn):
+    """Test scores (N,) of the images ``keys`` (in order; their inputs ``setup.test_inputs``, a tensor): for a method
+    with ``per_image_scores`` that trains nothing, in a feature-cache profile, the scores stored under its key are
+    read and only the other images are scored (``score_fn(inputs) -> (n,) array``) and stored; otherwise
+    ``score_fn(setup.test_inputs)``. Sets ``setup.extra["scored_once"]`` (key, images reused) when shared."""
+    method = net.method
+    if not (getattr(method, "per_image_scores", False) and not method.trainable and profile.feature_cache
+            and isinstance(setup.test_inputs, torch.Tensor)):
+        return score_fn(setup.test_inputs)
+    k = key(cfg, profile, backbone, options, setup.normal_inputs) + ".scores"
+    path = _path(k)
+    with claim(k):
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):   # damaged: scored again
+            stored = {}
+        missing = [i for i, name in enumerate(keys) if name not in stored]
+        if missing:
+            new = np.asarray(score_fn(setup.test_inputs[missing]), dtype=np.float32)
+            stored.update({keys[i]: float(v) for i, v in zip(missing, new)})
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            torch.save(stored, tmp)
+            os.replace(tmp, path)
+    setup.extra["scored_once"] = {"key": k, "reused": len(keys) - len(missing), "scored": len(missing)}
+    return np.array([stored[name] for name in keys], dtype=np.float32)

@@ -87,23 +87,23 @@ def test_devnet_batch_is_half_normal_half_seen_and_dra_has_references():
 
 
 def test_knn_distances_equal_the_plain_expression_bit_for_bit():
-    """The work block reused across chunks and calls gives exactly ‖b‖² − 2 b·m + ‖m‖² evaluated afresh (ragged last
-    chunks, calls with fewer and more patches than a chunk)."""
+    """The work block reused across images and calls gives exactly ‖b‖² − 2 b·m + ‖m‖² of each image's patches
+    evaluated afresh (calls with fewer and more images)."""
     torch.manual_seed(3)
-    m = KNN(5, (3, 3), KNNConfig(memory=20, chunk=7))
+    m = KNN(5, (3, 3), KNNConfig(memory=20))
     m.init(torch.randn(6, 5, 3, 3), generator=torch.Generator().manual_seed(0))
-    for n in (4, 1, 3):                                   # 36, 9 and 27 patches: 6, 2 and 4 chunks of at most 7
+    for n in (4, 1, 3):
         x = torch.randn(n, 5, 3, 3)
-        q = x.permute(0, 2, 3, 1).reshape(-1, 5)
-        want = torch.cat([((b ** 2).sum(1, keepdim=True) - 2 * b @ m.memory.T + (m.memory ** 2).sum(1))
-                          .min(dim=1).values.clamp_min(0).sqrt() for b in q.split(7)]).view(n, -1)
+        q = x.permute(0, 2, 3, 1).reshape(n, 9, 5)
+        want = torch.stack([((b ** 2).sum(1, keepdim=True) - 2 * b @ m.memory.T + (m.memory ** 2).sum(1))
+                            .min(dim=1).values.clamp_min(0).sqrt() for b in q])
         assert torch.equal(m.patch_distances(x), want)
 
 
 def test_knn_score_is_the_largest_nearest_patch_distance():
     torch.manual_seed(2)
     normal = torch.randn(6, 5, 3, 3)
-    m = KNN(5, (3, 3), KNNConfig(memory=20, chunk=7))
+    m = KNN(5, (3, 3), KNNConfig(memory=20))
     m.init(normal, generator=torch.Generator().manual_seed(0))
     assert m.memory.shape == (20, 5)
     patches = normal.permute(0, 2, 3, 1).reshape(-1, 5)

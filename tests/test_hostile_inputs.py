@@ -61,7 +61,7 @@ CASES = [
     ("random-bytes-image", train("random"), "random"),
     ("decompression-bomb", train("bomb"), "bomb"),
     ("non-utf8-file-name", train("nonutf8"), "UTF-8"),
-    ("opt-chunk-0", train("good", "--method", "knn", "--opt", "chunk=0"), "--opt"),
+    ("opt-memory-0", train("good", "--method", "knn", "--opt", "memory=0"), "--opt"),
     ("device-nonsense", train("good", "--set", "device=nonsense"), "--set device"),
     ("prototypes-1e12", train("good", "--prototypes", "1000000000000"), "--prototypes"),
     ("prototypes-0", train("good", "--prototypes", "0"), "between 1 and"),

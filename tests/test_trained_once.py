@@ -153,3 +153,39 @@ def test_the_source_digest_follows_the_code_that_trains_and_only_it(tmp_path, mo
             before = now
     finally:
         trained_once.source_digest.cache_clear()
+
+
+def _knn(m, out):
+    return run(RunConfig("synthetic", profile="smoke", anomalies=m, seed=1, method="knn", out=str(out)),
+               progress=False)
+
+
+def test_knn_scores_each_test_image_once_and_gives_the_lone_runs_record(tmp_path):
+    """Another cell of the same dataset and seed reads the test scores an earlier cell stored and scores only the
+    images it lacks: its record (AUC, every score) is the one the same cell gives alone."""
+    import json
+    _clear()
+    first = _knn(5, tmp_path / "a")
+    assert first["scored_once"]["reused"] == 0 and first["scored_once"]["scored"] > 0
+    shared = _knn(1, tmp_path / "b")
+    assert shared["scored_once"]["key"] == first["scored_once"]["key"] and shared["scored_once"]["reused"] > 0
+    _clear()
+    alone = _knn(1, tmp_path / "c")
+    assert alone["scored_once"]["reused"] == 0 and shared["metrics"] == alone["metrics"]
+    assert json.loads((tmp_path / "b" / "scores.json").read_text()) == json.loads(
+        (tmp_path / "c" / "scores.json").read_text())
+
+
+def test_knn_scores_are_per_image():
+    """The property score-once rests on: kNN's score of an image is the same bits alone, in any subset and in any
+    order (one distance block per image)."""
+    from dpdl.methods import build_method
+    g = torch.Generator().manual_seed(0)
+    knn = build_method("knn", 16, (7, 7), {"memory": 300})
+    knn.init(torch.randn(20, 16, 7, 7, generator=g), generator=torch.Generator().manual_seed(1))
+    x = torch.randn(30, 16, 7, 7, generator=g)
+    full = knn.score(x)
+    for trial in range(5):
+        idx = torch.randperm(30, generator=g)[: int(torch.randint(1, 30, (1,), generator=g))]
+        assert torch.equal(knn.score(x[idx]), full[idx])
+    assert all(torch.equal(knn.score(x[i:i + 1]), full[i:i + 1]) for i in range(30))

@@ -23,6 +23,9 @@ class MethodMixin:
     # with the same mathematics but other rounding: every record stores it (``records_version``), and a record made
     # with another value counts as outdated (dpdl.study.outdated), so `dpdl study run --rerun-outdated` replaces it.
     records_version = 1
+    # True: a test image's score is the same bits whichever images it is scored with, so an untrained method's scores
+    # are kept per image and reused by the other cells of a dataset and seed (dpdl.trained_once.evaluate_shared: kNN)
+    per_image_scores = False
 
     def composition(self, profile, n_seen: int, has_pseudo: bool) -> Composition:
         """The batch: the profile's (two thirds normal; pseudo anomalies as ``pseudo_slots`` says); an unsupervised

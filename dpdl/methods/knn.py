@@ -15,19 +15,22 @@ from dpdl.methods.base import MethodMixin, check_maps
 @dataclass(frozen=True)
 class KNNConfig:
     memory: int = 10000      # at most this many memory patches (random, seeded subsample)
-    chunk: int = 4096        # query patches per distance block
 
     def __post_init__(self):
-        for name in ("memory", "chunk"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        value = self.memory
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ValueError(f"memory must be an integer >= 1, got {value!r}")
 
 
 class KNN(MethodMixin, nn.Module):
     """Patch nearest-neighbour distance to the training normals' patches (no training, raw backbone maps)."""
 
     trainable = False
+    # a test image's score is the same bits whichever images it is scored with (one distance block per image,
+    # :meth:`patch_distances`; tests/test_trained_once.py), so the study scores each test image once per dataset and
+    # seed (dpdl.trained_once.evaluate_shared); 2: those per-image blocks (1: blocks of 4096 patches)
+    per_image_scores = True
+    records_version = 2
     uses_adapter = False
 
     def __init__(self, in_channels: int, feat_hw: tuple[int, int], cfg: KNNConfig | None = None):
@@ -46,25 +49,27 @@ class KNN(MethodMixin, nn.Module):
         self.memory = patches.contiguous()
 
     def patch_distances(self, x: Tensor) -> Tensor:
-        """(B, H·W): each patch's Euclidean distance to its nearest memory patch."""
+        """(B, H·W): each patch's Euclidean distance to its nearest memory patch.
+
+        One distance block per image (its H·W patches against the memory): a matrix product's last bits depend on
+        its shapes, so computing every image in a block of its own makes its distances the same bits whichever
+        images it is scored with (``per_image_scores``; before, blocks of 4096 patches cut images apart)."""
         if len(self.memory) == 0:
             raise RuntimeError("KNN: call init(normal) before scoring")
-        q = x.float().permute(0, 2, 3, 1).reshape(-1, self.in_channels)
+        hw = self.feat_hw[0] * self.feat_hw[1]
+        q = x.float().permute(0, 2, 3, 1).reshape(x.shape[0], hw, self.in_channels)
         m2 = (self.memory ** 2).sum(1)
-        rows = min(self.cfg.chunk, len(q))
         buf = self._scratch
-        if buf is None or buf.shape[0] < rows or buf.shape[1] != len(self.memory) or buf.device != q.device:
-            buf = self._scratch = torch.empty(rows, len(self.memory), device=q.device)
-        out = []
-        for s in range(0, len(q), self.cfg.chunk):
-            b = q[s:s + self.cfg.chunk]
+        if buf is None or buf.shape != (hw, len(self.memory)) or buf.device != q.device:
+            buf = self._scratch = torch.empty(hw, len(self.memory), device=q.device)
+        out = torch.empty(x.shape[0], hw, device=q.device)
+        for i, b in enumerate(q):
             # d2 = ‖b‖² − 2 b·m + ‖m‖² (the same operations in the same order as that expression), written into one
-            # (chunk, memory) block kept across calls: a block of 4096 x 10000 floats is 160 MB, and allocating
-            # three per chunk cost more than the matmul
-            d2 = torch.mm(2 * b, self.memory.T, out=buf[:len(b)])
+            # (H·W, memory) block kept across images and calls (allocating three per image cost more than the matmul)
+            d2 = torch.mm(2 * b, self.memory.T, out=buf)
             torch.sub((b ** 2).sum(1, keepdim=True), d2, out=d2).add_(m2)
-            out.append(d2.min(dim=1).values.clamp_min(0).sqrt())
-        return torch.cat(out).view(x.shape[0], -1)
+            out[i] = d2.min(dim=1).values.clamp_min(0).sqrt()
+        return out
 
     def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         raise RuntimeError("KNN is not trained: it has no losses")

@@ -23,7 +23,10 @@ is dpdl.train, the data dpdl.batches). It provides
   reference normals (DRA: the composite head's reference);
 * class attributes (defaults in :class:`dpdl.methods.base.MethodMixin`): ``trainable`` (kNN: False, no optimisation), ``uses_adapter`` (kNN: False, raw backbone
   maps), ``n_reference`` (reference rows per batch), ``composition(...)`` (its batch), ``protocol`` (the
-  profile fields of the method's own published training, applied where the profile says so: ``paper``).
+  profile fields of the method's own published training, applied where the profile says so: ``paper``),
+  ``records_version`` (raised when a code change alters the method's numbers: older records count as outdated),
+  ``per_image_scores`` (kNN: a test image's score is the same bits in any batch, so it is scored once per dataset
+  and seed, dpdl.trained_once).
 
 ``build_method(name, in_channels, feat_hw, options)`` builds one; ``options`` are the fields of its config
 dataclass (``method_config(name)``), stored in every run record and ``model.pt``.

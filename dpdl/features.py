@@ -287,8 +287,9 @@ class FeatureCache:
         """The extractor's map (its taps combined) of ``items``: (N, C, H, W) float16.
 
         Within a process the combined maps are memoised too (:data:`MEMO`), so the later runs of a batch neither
-        copy nor resize the taps again. Combining is per image (each tap resized on its own, then concatenated), so a
-        map is the same bits whichever items it was combined with (tests/test_study_batch.py)."""
+        copy nor resize the taps again. The CPU's resizing (average pooling, bilinear) computes each image's planes
+        alone, so a map is the same bits whichever items it was combined with (checked on ELPV's maps, and by
+        tests/test_study_batch.py); the memo's maps are made by this code from the bytes the files hold."""
         how = (tuple(self.extractor.layers), int(self.extractor.map_size))
         maps = [MEMO.get_map(self.path(it), self.meta(it), how) for it in items]
         todo = [i for i, m in enumerate(maps) if m is None]

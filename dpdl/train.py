@@ -397,8 +397,8 @@ def _train_and_test(cfg: RunConfig, prof: Profile, backbone: str, split, device,
         net.method.calibrate(*[embed_all(net, r, device) for r in setup.reference_inputs])
     elif setup.reference_inputs is not None:
         net.method.calibrate(embed_all(net, setup.reference_inputs, device))
-    scores = trained_once.evaluate_shared(net, prof, cfg, backbone, method_options(cfg, prof), setup, [
-        s.key for s in split.test_normal + split.test_anomaly], lambda x: evaluate(net, x, device))  # kNN: once
+    scores = trained_once.evaluate_shared(net, prof, cfg, backbone, method_options(cfg, prof), setup, split,
+                                          lambda x: evaluate(net, x, device))   # kNN: each test image scored once
     timings["test_s"] = time.perf_counter() - t1
     labels = np.array([s.label for s in split.test_normal + split.test_anomaly])
     return net, setup, labels, scores, timings, train

@@ -154,28 +154,44 @@ def store(k: str, net, train: dict) -> None:
     os.replace(tmp, path)
 
 
-def evaluate_shared(net, profile, cfg, backbone: str, options: dict, setup, keys: list[str], score_fn):
-    """Test scores (N,) of the images ``keys`` (in order; their inputs ``setup.test_inputs``, a tensor): for a method
-    with ``per_image_scores`` that trains nothing, in a feature-cache profile, the scores stored under its key are
-    read and only the other images are scored (``score_fn(inputs) -> (n,) array``) and stored; otherwise
-    ``score_fn(setup.test_inputs)``. Sets ``setup.extra["scored_once"]`` (key, images reused) when shared."""
+def evaluate_shared(net, profile, cfg, backbone: str, options: dict, setup, split, score_fn):
+    """Test scores (N,) of ``split``'s test images (normal, then anomalous; their inputs ``setup.test_inputs``, a
+    tensor): for a method with ``per_image_scores`` that trains nothing, in a feature-cache profile, the scores
+    stored under its key are read and only the other images are scored (``score_fn(inputs) -> (n,) array``) and
+    stored; otherwise ``score_fn(setup.test_inputs)``. A stored score counts only for the same image key *and* the
+    same bytes of its test map (a changed image, or a map extracted anew, is scored again); the key adds the torch
+    build, the CPU's instruction set and the scoring device. Sets ``setup.extra["scored_once"]`` (key, images
+    reused, images scored) when shared."""
     method = net.method
     if not (getattr(method, "per_image_scores", False) and not method.trainable and profile.feature_cache
             and isinstance(setup.test_inputs, torch.Tensor)):
         return score_fn(setup.test_inputs)
-    k = key(cfg, profile, backbone, options, setup.normal_inputs) + ".scores"
+    keys = [s.key for s in split.test_normal + split.test_anomaly]
+    where = next(iter([*net.parameters(), *net.buffers()]), torch.empty(0)).device.type
+    build = f"{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|{where}"
+    k = hashlib.sha256(f"{key(cfg, profile, backbone, options, setup.normal_inputs)}|{build}".encode()).hexdigest()[
+        :32] + ".scores"
+    maps = setup.test_inputs.detach().cpu().contiguous()
+    digests = [hashlib.sha256(m.numpy().tobytes()).hexdigest()[:16] for m in maps]
     path = _path(k)
     with claim(k):
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):   # damaged: scored again
             stored = {}
-        missing = [i for i, name in enumerate(keys) if name not in stored]
+        if not isinstance(stored, dict):
+            stored = {}
+        missing = [i for i, name in enumerate(keys) if not _holds(stored.get(name), digests[i])]
         if missing:
             new = np.asarray(score_fn(setup.test_inputs[missing]), dtype=np.float32)
-            stored.update({keys[i]: float(v) for i, v in zip(missing, new)})
+            stored.update({keys[i]: (digests[i], float(v)) for i, v in zip(missing, new)})
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             torch.save(stored, tmp)
             os.replace(tmp, path)
     setup.extra["scored_once"] = {"key": k, "reused": len(keys) - len(missing), "scored": len(missing)}
-    return np.array([stored[name] for name in keys], dtype=np.float32)
+    return np.array([stored[name][1] for name in keys], dtype=np.float32)
+
+
+def _holds(entry, digest: str) -> bool:
+    """Whether a stored entry is (the digest of the same test map, a score)."""
+    return isinstance(entry, tuple) and len(entry) == 2 and entry[0] == digest and isinstance(entry[1], float)

@@ -108,7 +108,8 @@ def test_feature_memo_gives_the_cached_bytes(tmp_path, synthetic_root):
     assert len(MEMO.entries) == 1
 
 
-def test_memoised_combined_maps_are_the_bits_of_a_fresh_combine(tmp_path, synthetic_root):
+@pytest.mark.parametrize("map_size", [None, 7])     # the smoke profile's (bilinear up), the cpu profile's (pooling)
+def test_memoised_combined_maps_are_the_bits_of_a_fresh_combine(tmp_path, synthetic_root, map_size):
     """FeatureCache.get memoises each item's combined map: a later call on an overlapping, reordered subset gives the
     bits a process without the memo gives, and a map changed on disk is combined again."""
     from dpdl.backbones import build_backbone
@@ -119,7 +120,7 @@ def test_memoised_combined_maps_are_the_bits_of_a_fresh_combine(tmp_path, synthe
     prof = get_profile("smoke")
     split = make_split("synthetic", setting="general", anomalies=1, seed=0)
     ext = build_backbone(prof.backbone, prof.feature_layers, image_size=prof.image_size,
-                         map_size=prof.map_size).freeze()
+                         map_size=prof.map_size if map_size is None else map_size).freeze()
     items = [Item(s) for s in split.train_normal[:6]] + [Item(split.train_normal[0], 0)]
     MEMO.clear()
     FeatureCache(ext, prof.image_size, "synthetic", root=tmp_path).get_taps(items)   # on disk, taps memoised

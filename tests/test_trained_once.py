@@ -176,6 +176,30 @@ def test_knn_scores_each_test_image_once_and_gives_the_lone_runs_record(tmp_path
         (tmp_path / "c" / "scores.json").read_text())
 
 
+def test_a_stored_score_counts_only_for_the_same_test_map_and_a_damaged_store_is_rescored(tmp_path):
+    """A stored score whose image's test map differs (the image changed, or its map was extracted anew) is scored
+    again, and so is every image of a store that is damaged or not a dict: the record stays the lone run's."""
+    import json
+    _clear()
+    first = _knn(1, tmp_path / "a")
+    path = cache_dir() / "trained" / f"{first['scored_once']['key']}.pt"
+    stored = torch.load(path, weights_only=True)
+    name = next(iter(stored))
+    stored[name] = ("0" * 16, stored[name][1] + 1.0)          # as if made from another map of that image
+    torch.save(stored, path)
+    again = _knn(1, tmp_path / "b")
+    assert again["scored_once"]["scored"] == 1 and again["metrics"] == first["metrics"]
+    for n, damaged in enumerate((b"not a torch file", None)):
+        if damaged is None:
+            torch.save(["not", "a", "dict"], path)
+        else:
+            path.write_bytes(damaged)
+        redo = _knn(1, tmp_path / f"c{n}")
+        assert redo["scored_once"]["reused"] == 0 and redo["metrics"] == first["metrics"]
+        assert json.loads((tmp_path / "a" / "scores.json").read_text()) == json.loads(
+            (tmp_path / f"c{n}" / "scores.json").read_text())
+
+
 def test_knn_scores_are_per_image():
     """The property score-once rests on: kNN's score of an image is the same bits alone, in any subset and in any
     order (one distance block per image)."""

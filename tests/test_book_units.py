@@ -358,3 +358,20 @@ def test_step_table_shows_the_compiled_columns_only_when_measured(tmp_path):
                          "compiled_first_total_rel_diff": 0.0}}
     path.write_text(json.dumps({"compiled": True, "results": row_ok}))
     assert "compile error" not in step_table(tmp_path)
+
+
+def test_step_verdict_names_who_meets_the_target_and_who_cannot(tmp_path):
+    import pandas as pd
+    from dpdl.book.about import step_verdict
+    steps = pd.DataFrame({"method": ["DevNet", "DRA", "DPDL", "kNN-like"], "CPU × DevNet": [1.0, 4.0, 5.9, 1.2],
+                          "at peak × DevNet": [0.5, 2.4, 0.96, 0.3]})
+    steps.attrs["target"] = 1.5
+    text = step_verdict(steps, tmp_path)                     # no study_time.json: no study sentence
+    assert "kNN-like meets the step target of 1.5×" in text and "For DRA the counted FLOPs" in text
+    assert "DPDL" not in text and "whole study" not in text
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "study_time.json").write_text(json.dumps({
+        "runs": 1115, "jobs": 2, "projected_study_wall_min": 168.5, "projected_at_devnet_rate_min": 100.0,
+        "command": "python benchmarks/bench_study_time.py"}))
+    assert "(1,115 runs, 2 jobs) projects at 168.5 min" in step_verdict(steps, tmp_path)
+    assert "No method but DevNet itself meets" in step_verdict(steps[steps["method"] != "kNN-like"], tmp_path)

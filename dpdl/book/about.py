@@ -101,6 +101,7 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
         _display(styled(steps, precision=2), _md(f"Measured by `{steps.attrs.get('command')}` (code "
                                                  f"{steps.attrs.get('code_version')}, {steps.attrs.get('date')}, "
                                                  f"load average {steps.attrs.get('load')})."))
+        _display(_md(step_verdict(steps, results)))
     else:
         _display(_md(render.not_run_line("the step benchmark", "python benchmarks/bench_step_cpu.py")))
     show_gpu(results)
@@ -121,6 +122,34 @@ def show_performance(profile: str = "cpu", results_dir=None) -> None:
         _display(_md(f"`{name}`, measured by `{cmd or 'see benchmarks/'}`"
                      + (f" (code {data.get('code_version')}, {data.get('date')})" if isinstance(data, dict) else "")),
                  collapsed(f"{name}: the raw JSON", json.dumps(data, indent=1)[:20000]))
+
+
+def step_verdict(steps, results) -> str:
+    """What the step benchmark and the study-time projection say about issue 21's targets, in words, from their
+    files: which methods meet the step target, which cannot with the FLOPs they have, and the study's time."""
+    target = steps.attrs.get("target") or 1.5
+    others = steps[steps["method"] != "DevNet"]
+    meet = sorted(others.loc[others["CPU × DevNet"] <= target, "method"])
+    out = [f"**The targets.** {', '.join(meet) or 'No method but DevNet itself'} "
+           f"{'meets' if len(meet) <= 1 else 'meet'} the step target of {target:g}× DevNet's step."]
+    if "at peak × DevNet" in steps:
+        beyond = sorted(others.loc[others["at peak × DevNet"] > target, "method"])
+        if beyond:
+            out.append(f"For {', '.join(beyond)} the counted FLOPs alone, at the core's peak, take more than "
+                       f"{target:g}× DevNet's whole step: no rewrite with the same mathematics and the same FLOPs "
+                       "reaches the target on this machine.")
+    try:
+        st = json.loads((default_results_dir(results) / "benchmarks" / "study_time.json").read_text())
+    except (OSError, ValueError):
+        st = {}
+    if st.get("projected_study_wall_min") is not None:
+        line = (f"The whole study ({st.get('runs'):,} runs, {st.get('jobs')} jobs) projects at "
+                f"{st['projected_study_wall_min']:g} min from its records (`{st.get('command')}`)")
+        if st.get("projected_at_devnet_rate_min") is not None:
+            line += (f"; with every training step at DevNet's efficiency it would take "
+                     f"{st['projected_at_devnet_rate_min']:g} min")
+        out.append(line + ".")
+    return " ".join(out)
 
 
 def _step_figure(steps, target: float, peak) -> None:

@@ -6,15 +6,14 @@ losses -> backward -> AdamW step. Every method gets the same batch of random map
 batch also holds reference normals). DPDL's prototypes are initialised from random "normal" maps (Eq. 15), as a
 run does from the training normals.
 
-Printed and written (results/benchmarks/step_cpu.json): each method's median ms per step over ``--repeats``
-blocks of ``--steps`` steps, wall clock and the thread's CPU time (steadier on a loaded machine: other processes
-do not count), its ratio to DevNet's step (issue target: <= 1.5), the FLOPs of the adapter's
-forward and backward pass, which every trained method pays, and of the whole step's losses (``torch.utils.flop_counter``:
-matrix products and convolutions), the rate the step achieves on them, and two ratios to DevNet's step: its FLOPs
-over DevNet's (the ratio at DevNet's efficiency) and its FLOPs at this core's float32 matrix-product peak
-(``peak_gflops``; a bound for the counted FLOPs, which a rewrite that changes the FLOPs moves). A rate far below
-DevNet's means elementwise work, small or float64 matrix products: time a rewrite may win back. kNN trains nothing
-and is left out.
+Printed and written (results/benchmarks/step_cpu.json): each method's median ms per step over ``--repeats`` blocks of
+``--steps`` steps, wall clock and the thread's CPU time (steadier on a loaded machine: other processes do not count),
+its ratio to DevNet's step (issue target: <= 1.5), the FLOPs of the adapter's forward and backward pass, which every
+trained method pays, and of the whole step's losses (``torch.utils.flop_counter``: matrix products and convolutions),
+the rate the step achieves on them, and two ratios to DevNet's step: its FLOPs over DevNet's (the ratio at DevNet's
+efficiency) and its FLOPs at this core's float32 matrix-product peak (``peak_gflops``; a bound for the counted FLOPs,
+which a rewrite that changes the FLOPs moves). A rate far below DevNet's means elementwise work, small or float64
+matrix products: time a rewrite may win back. kNN trains nothing and is left out.
 
 With ``--compile`` each method is also timed with its losses under ``torch.compile`` (inductor, CPU), on a fresh
 copy of the same model, and the file gets ``compiled_*`` fields: the compiled step, its speed-up over eager, the

@@ -5,11 +5,13 @@ from all-normal batches whose randomness does not depend on M (dpdl.modes). The 
 (dpdl.data.protocol), so every cell of a dataset and seed (general or hard, any M, any known class) trains the
 very same model; only the test set differs. The first run trains it and keeps its state in
 ``$DPDL_CACHE/trained/<key>.pt``; the others load it and score their own test set. The key holds everything the
-training reads: the profile's settings, the method and its options, the seed, the backbone and weights, the bytes
-of the training normals' feature maps and a digest of the source that trains (:func:`source_digest`: the package
-without the book, the study's orchestration and the other methods), so a change to any of them trains anew. A run that reused a trained state says so in its record (``trained_once``); its numbers are those of a lone
-run (tests/test_trained_once.py). Two processes of a sweep that reach the same key at once do not both train: the
-second waits in :func:`claim` until the first has stored the state, then loads it.
+training reads: the profile's settings, the method and its options, the seed, the backbone and weights, the torch
+build and the CPU's instruction set, the bytes of the training normals' feature maps and a digest of the source
+that trains (:func:`source_digest`: the package without the book, the study's orchestration and the methods it does
+not import), so a change to any of them trains anew. A run that reused a trained state says so in its record
+(``trained_once``); its numbers are those of a lone run (tests/test_trained_once.py). Two processes of a sweep
+that reach the same key at once do not both train: the second waits in :func:`claim` until the first has stored
+the state, then loads it.
 
 Scored once: a method that is not trained and whose test score of an image is the same bits whichever images it is
 scored with (``per_image_scores``: kNN, whose memory depends only on the dataset's normals and the seed) keeps each
@@ -108,7 +110,9 @@ def key(cfg, profile, backbone: str, options: dict, normal_maps: torch.Tensor) -
     blob = json.dumps({"profile": profile.to_dict(), "method": cfg.method, "options": options,
                        "seed": int(cfg.seed), "backbone": backbone, "weights": cfg.weights,
                        "maps": hashlib.sha256(maps.numpy().tobytes()).hexdigest(), "shape": list(maps.shape),
-                       "dtype": str(maps.dtype), "source": source_digest(cfg.method)}, sort_keys=True, default=str)
+                       "dtype": str(maps.dtype), "source": source_digest(cfg.method),
+                       "build": f"{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}"},   # another build
+                      sort_keys=True, default=str)                                    # rounds otherwise
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -159,18 +163,16 @@ def evaluate_shared(net, profile, cfg, backbone: str, options: dict, setup, spli
     tensor): for a method with ``per_image_scores`` that trains nothing, in a feature-cache profile, the scores
     stored under its key are read and only the other images are scored (``score_fn(inputs) -> (n,) array``) and
     stored; otherwise ``score_fn(setup.test_inputs)``. A stored score counts only for the same image key *and* the
-    same bytes of its test map (a changed image, or a map extracted anew, is scored again); the key adds the torch
-    build, the CPU's instruction set and the scoring device. Sets ``setup.extra["scored_once"]`` (key, images
-    reused, images scored) when shared."""
+    same bytes of its test map (a changed image, or a map extracted anew, is scored again). The key is the
+    training's (:func:`key`: it holds the torch build and the CPU's instruction set) plus the scoring device.
+    Sets ``setup.extra["scored_once"]`` (key, images reused, images scored) when shared."""
     method = net.method
     if not (getattr(method, "per_image_scores", False) and not method.trainable and profile.feature_cache
             and isinstance(setup.test_inputs, torch.Tensor)):
         return score_fn(setup.test_inputs)
     keys = [s.key for s in split.test_normal + split.test_anomaly]
-    where = next(iter([*net.parameters(), *net.buffers()]), torch.empty(0)).device.type
-    build = f"{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|{where}"
-    k = hashlib.sha256(f"{key(cfg, profile, backbone, options, setup.normal_inputs)}|{build}".encode()).hexdigest()[
-        :32] + ".scores"
+    where = next(iter([*net.parameters(), *net.buffers()]), torch.empty(0)).device.type   # the scoring device
+    k = f"{key(cfg, profile, backbone, options, setup.normal_inputs)}.{where}.scores"
     maps = setup.test_inputs.detach().cpu().contiguous()
     digests = [hashlib.sha256(m.numpy().tobytes()).hexdigest()[:16] for m in maps]
     path = _path(k)

@@ -371,7 +371,8 @@ def test_step_verdict_names_who_meets_the_target_and_who_cannot(tmp_path):
     assert "DPDL" not in text and "whole study" not in text
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "study_time.json").write_text(json.dumps({
-        "runs": 1115, "jobs": 2, "projected_study_wall_min": 168.5, "projected_at_devnet_rate_min": 100.0,
+        "profile": "cpu", "runs": 1115, "jobs": 2, "projected_study_wall_min": 168.5, "projected_at_devnet_rate_min": 100.0,
         "command": "python benchmarks/bench_study_time.py"}))
-    assert "(1,115 runs, 2 jobs) projects at 168.5 min" in step_verdict(steps, tmp_path)
+    assert "cpu-profile study (1,115 runs, 2 jobs, this 2-core machine) projects at 168.5 min" in step_verdict(
+        steps, tmp_path)
     assert "No method but DevNet itself meets" in step_verdict(steps[steps["method"] != "kNN-like"], tmp_path)

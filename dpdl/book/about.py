@@ -130,7 +130,7 @@ def step_verdict(steps, results) -> str:
     target = steps.attrs.get("target") or 1.5
     others = steps[steps["method"] != "DevNet"]
     meet = sorted(others.loc[others["CPU × DevNet"] <= target, "method"])
-    out = [f"**The targets.** {', '.join(meet) or 'No method but DevNet itself'} "
+    out = [f"**The targets (cpu profile).** {', '.join(meet) or 'No method but DevNet itself'} "
            f"{'meets' if len(meet) <= 1 else 'meet'} the step target of {target:g}× DevNet's step."]
     if "at peak × DevNet" in steps:
         beyond = sorted(others.loc[others["at peak × DevNet"] > target, "method"])
@@ -143,7 +143,8 @@ def step_verdict(steps, results) -> str:
     except (OSError, ValueError):
         st = {}
     if st.get("projected_study_wall_min") is not None:
-        line = (f"The whole study ({st.get('runs'):,} runs, {st.get('jobs')} jobs) projects at "
+        line = (f"The whole {st.get('profile', 'cpu')}-profile study ({st.get('runs'):,} runs, {st.get('jobs')} jobs, "
+                f"this 2-core machine) projects at "
                 f"{st['projected_study_wall_min']:g} min from its records (`{st.get('command')}`)")
         if st.get("projected_at_devnet_rate_min") is not None:
             line += (f"; with every training step at DevNet's efficiency it would take "

@@ -15,7 +15,7 @@ the state, then loads it.
 
 Scored once: a method that is not trained and whose test score of an image is the same bits whichever images it is
 scored with (``per_image_scores``: kNN, whose memory depends only on the dataset's normals and the seed) keeps each
-test image's score under the same kind of key in ``$DPDL_CACHE/trained/<key>.scores.pt``; a run scores only the
+test image's score under the same kind of key in ``$DPDL_CACHE/trained/<key>.<device>.scores.pt``; a run scores only the
 images that no earlier cell scored (:func:`evaluate_shared`). Its record is that of a lone run (tests).
 """
 from __future__ import annotations
